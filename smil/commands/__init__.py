@@ -1,0 +1,1 @@
+"""One module per ``smil`` subcommand; each exposes ``register(subparsers)``."""

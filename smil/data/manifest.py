@@ -1,0 +1,260 @@
+"""The sample manifest: what every ingest writes and ``smil preprocess`` reads.
+
+An ingest (replicAnt, SLEAP, synthetic) converts its source's conventions once and writes a
+``manifest.jsonl`` file: a header line, then one JSON object per sample. Everything in it already
+follows the project conventions (``docs/conventions.md``): OpenCV pinhole cameras (``K``, world→camera
+``R, t``), pixel keypoints ``(x, y)`` in the *source* image with a visibility weight, 3D keypoints in
+the dataset's world frame and unit (``None`` = missing), body parameters as axis-angle.
+
+Image and mask references are relative to the manifest's folder (or absolute) and are either a file
+(``{"path": ...}``) or a video frame (``{"video": ..., "frame": i}``). ``smil preprocess`` crops,
+resizes, encodes and writes the HDF5 dataset; nothing downstream knows where a sample came from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from smil.errors import DataError
+from smil.io_utils import atomic_path
+
+MANIFEST_KIND = "smil-manifest"
+MANIFEST_VERSION = 1
+
+#: Ground-truth body parameters and their per-sample shapes (J joints, B betas).
+PARAM_SHAPES = {
+    "global_rot": ("3",),  # axis-angle of the root joint
+    "joint_rot": ("J-1", "3"),  # axis-angle of joints 1..J-1, relative to the parent
+    "betas": ("B",),
+    "trans": ("3",),  # world units
+    "scale": (),  # global scale of the body model in world units per model unit
+    "log_beta_scales": ("J", "3"),  # per-joint per-axis log-scales
+    "betas_trans": ("J", "3"),  # per-joint rest-position offsets, model units
+}
+
+
+@dataclass
+class ViewRecord:
+    """One camera's view of a sample."""
+
+    camera: str
+    image: dict[str, Any]
+    K: np.ndarray  # (3, 3)
+    R: np.ndarray  # (3, 3) world -> camera
+    t: np.ndarray  # (3,)
+    image_size: tuple[int, int]  # (width, height) of the source image
+    keypoints2d: np.ndarray  # (J, 2) pixels in the source image; NaN where unknown
+    visibility: np.ndarray  # (J,) in [0, 1]
+    mask: dict[str, Any] | None = None  # {"path": ..., "value": instance id or None}
+    dist: np.ndarray | None = None  # OpenCV distortion coefficients; None = none
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "camera": self.camera,
+            "image": self.image,
+            "mask": self.mask,
+            "image_size": [int(self.image_size[0]), int(self.image_size[1])],
+            "K": _list(self.K),
+            "R": _list(self.R),
+            "t": _list(self.t),
+            "dist": None if self.dist is None else _list(self.dist),
+            "keypoints2d": _list(self.keypoints2d),
+            "visibility": _list(self.visibility),
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], where: str) -> "ViewRecord":
+        try:
+            return cls(
+                camera=str(obj["camera"]),
+                image=dict(obj["image"]),
+                mask=None if obj.get("mask") is None else dict(obj["mask"]),
+                image_size=(int(obj["image_size"][0]), int(obj["image_size"][1])),
+                K=_array(obj["K"], (3, 3), where, "K"),
+                R=_array(obj["R"], (3, 3), where, "R"),
+                t=_array(obj["t"], (3,), where, "t"),
+                dist=None if obj.get("dist") is None else np.asarray(obj["dist"], dtype=np.float64),
+                keypoints2d=_array(obj["keypoints2d"], (-1, 2), where, "keypoints2d"),
+                visibility=_array(obj["visibility"], (-1,), where, "visibility"),
+            )
+        except KeyError as exc:
+            raise DataError("missing in a view record", path=where, field=str(exc.args[0])) from None
+
+
+@dataclass
+class SampleRecord:
+    """One sample: a frame seen by one or more views, with optional 3D and body ground truth."""
+
+    sample_id: str
+    group: str  # split group: samples sharing a group always land in the same split
+    views: list[ViewRecord]
+    keypoints3d: np.ndarray | None = None  # (J, 3) world units, NaN = missing
+    params: dict[str, np.ndarray] | None = None
+    session: str = ""
+    frame: int = -1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sample_id": self.sample_id,
+            "group": self.group,
+            "session": self.session,
+            "frame": int(self.frame),
+            "keypoints3d": None if self.keypoints3d is None else _list(self.keypoints3d),
+            "params": None
+            if self.params is None
+            else {k: _list(np.asarray(v)) for k, v in self.params.items()},
+            "views": [v.to_json() for v in self.views],
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], where: str) -> "SampleRecord":
+        try:
+            params = obj.get("params")
+            unknown = set(params or {}) - set(PARAM_SHAPES)
+            if unknown:
+                raise DataError(
+                    f"unknown body parameter(s) {sorted(unknown)}; expected some of "
+                    f"{list(PARAM_SHAPES)}",
+                    path=where,
+                    field="params",
+                )
+            kp3 = obj.get("keypoints3d")
+            return cls(
+                sample_id=str(obj["sample_id"]),
+                group=str(obj["group"]),
+                session=str(obj.get("session", "")),
+                frame=int(obj.get("frame", -1)),
+                keypoints3d=None if kp3 is None else _array(kp3, (-1, 3), where, "keypoints3d"),
+                params=None
+                if params is None
+                else {k: np.asarray(_nan(v), dtype=np.float64) for k, v in params.items()},
+                views=[ViewRecord.from_json(v, where) for v in obj["views"]],
+            )
+        except KeyError as exc:
+            raise DataError("missing in a sample record", path=where, field=str(exc.args[0])) from None
+
+
+@dataclass
+class ManifestHeader:
+    source_kind: str  # "replicant" | "sleap" | "synthetic"
+    joint_names: list[str]
+    world_unit_m: float
+    camera_names: list[str]  # canonical camera slots, in order; single-view sources use one name
+    body_model_sha256: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # source-specific notes (reported joints…)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": MANIFEST_KIND,
+            "version": MANIFEST_VERSION,
+            "source_kind": self.source_kind,
+            "joint_names": list(self.joint_names),
+            "world_unit_m": float(self.world_unit_m),
+            "camera_names": list(self.camera_names),
+            "body_model_sha256": self.body_model_sha256,
+            "info": self.info,
+        }
+
+
+def write_manifest(path: str | Path, header: ManifestHeader, samples: Iterable[SampleRecord]) -> int:
+    """Write a manifest atomically; return the number of samples written."""
+    count = 0
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(header.to_json()) + "\n")
+        for sample in samples:
+            fh.write(json.dumps(sample.to_json(), allow_nan=False) + "\n")
+            count += 1
+    return count
+
+
+def read_manifest_header(path: str | Path) -> ManifestHeader:
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = fh.readline()
+    except OSError as exc:
+        raise DataError(f"cannot read manifest ({exc.strerror})", path=path) from None
+    try:
+        obj = json.loads(first)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"line 1 is not JSON ({exc.msg})", path=path) from None
+    if not isinstance(obj, dict) or obj.get("kind") != MANIFEST_KIND:
+        raise DataError(f"not a smil manifest (expected kind '{MANIFEST_KIND}')", path=path, field="kind")
+    if obj.get("version") != MANIFEST_VERSION:
+        raise DataError(
+            f"unsupported manifest version {obj.get('version')!r} (this smil reads {MANIFEST_VERSION})",
+            path=path,
+            field="version",
+        )
+    try:
+        return ManifestHeader(
+            source_kind=str(obj["source_kind"]),
+            joint_names=[str(n) for n in obj["joint_names"]],
+            world_unit_m=float(obj["world_unit_m"]),
+            camera_names=[str(n) for n in obj["camera_names"]],
+            body_model_sha256=obj.get("body_model_sha256"),
+            info=dict(obj.get("info") or {}),
+        )
+    except KeyError as exc:
+        raise DataError("missing in the manifest header", path=path, field=str(exc.args[0])) from None
+
+
+def iter_manifest(path: str | Path) -> Iterator[SampleRecord]:
+    """Yield the samples of a manifest, checking each line."""
+    path = Path(path)
+    read_manifest_header(path)
+    with open(path, encoding="utf-8") as fh:
+        next(fh)
+        for lineno, line in enumerate(fh, start=2):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"not JSON ({exc.msg})", path=where) from None
+            yield SampleRecord.from_json(obj, where)
+
+
+def resolve_reference(manifest_path: str | Path, ref: dict[str, Any]) -> dict[str, Any]:
+    """Return ``ref`` with its ``path``/``video`` made absolute relative to the manifest's folder."""
+    base = Path(manifest_path).resolve().parent
+    out = dict(ref)
+    for key in ("path", "video"):
+        if key in out and out[key] is not None:
+            p = Path(out[key])
+            out[key] = str(p if p.is_absolute() else base / p)
+    return out
+
+
+def _list(a: np.ndarray) -> Any:
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.ndim == 0:
+        v = float(arr)
+        return None if math.isnan(v) else v
+    return [_list(x) for x in arr]
+
+
+def _nan(obj: Any) -> Any:
+    if obj is None:
+        return math.nan
+    if isinstance(obj, list):
+        return [_nan(x) for x in obj]
+    return obj
+
+
+def _array(obj: Any, shape: tuple[int, ...], where: str, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(_nan(obj), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError("not a numeric array", path=where, field=name) from None
+    if arr.ndim != len(shape) or any(s not in (-1, a) for s, a in zip(shape, arr.shape)):
+        want = "×".join("N" if s == -1 else str(s) for s in shape)
+        raise DataError(f"expected shape {want}, got {arr.shape}", path=where, field=name)
+    return arr
