@@ -1,0 +1,276 @@
+"""Single- and multi-view regressors from images to SMIL body and camera parameters.
+
+Outputs (a dict of tensors; rotations in 6D):
+
+- body: ``global_rot (B,6)``, ``joint_rot (B,J-1,6)``, ``betas (B,nb)``, ``trans (B,3)``,
+  ``scale (B,)`` (global scale, ``exp(log_scale)``), ``log_beta_scales (B,J,3)``, ``betas_trans (B,J,3)``;
+- camera: ``fov (B,1)``, ``cam_rot (B,6)``, ``cam_trans (B,3)`` for single-view; ``(B,V,…)`` per view
+  for multi-view, one camera head per canonical camera slot of the rig;
+- ``iterations``: the body estimate after each IEF iteration (a list of dicts like the above).
+
+The camera maps world to camera (OpenCV): ``R = rot6d_to_matrix(cam_rot)``, ``t = cam_trans``, and
+``K`` has ``fy = fx = H / (2·tan(fov/2))`` with the principal point at the image centre.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from smil.errors import ConfigError, ShapeMismatchError
+from smil.geometry.rotations import matrix_to_rot6d, rot6d_to_matrix
+from smil.models.backbones import create_backbone
+from smil.models.components.param_layout import ParamLayout
+from smil.models.heads import create_head
+
+
+@dataclass
+class RegressorSpec:
+    """Everything needed to rebuild a regressor (stored in checkpoints)."""
+
+    mode: str
+    num_joints: int
+    num_betas: int
+    backbone: str
+    image_size: int
+    head: str
+    hidden_dim: int
+    head_depth: int
+    num_heads: int
+    dropout: float
+    ief_iterations: int
+    cross_view_layers: int = 0
+    camera_mode: str = "absolute"
+    rig: list[str] = field(default_factory=list)
+
+
+def camera_intrinsics(fov: torch.Tensor, image_size: int) -> torch.Tensor:
+    """K (…,3,3) for a vertical field of view (…,1) on a square image with a centred principal point."""
+    f = image_size / (2.0 * torch.tan(fov[..., 0] / 2.0))
+    c = (image_size - 1) / 2.0
+    K = torch.zeros(*fov.shape[:-1], 3, 3, dtype=fov.dtype, device=fov.device)
+    K[..., 0, 0] = f
+    K[..., 1, 1] = f
+    K[..., 0, 2] = c
+    K[..., 1, 2] = c
+    K[..., 2, 2] = 1.0
+    return K
+
+
+def fov_from_intrinsics(K: torch.Tensor, image_size: int) -> torch.Tensor:
+    return (2.0 * torch.atan(image_size / (2.0 * K[..., 1, 1]))).unsqueeze(-1)
+
+
+def _finish_body(parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = dict(parts)
+    out["scale"] = torch.exp(out.pop("log_scale")[..., 0])
+    return out
+
+
+class SingleViewRegressor(nn.Module):
+    def __init__(self, spec: RegressorSpec, pretrained_path: str = "") -> None:
+        super().__init__()
+        self.spec = spec
+        self.backbone = create_backbone(spec.backbone, spec.image_size, pretrained_path)
+        self.body_layout = ParamLayout.body(spec.num_joints, spec.num_betas)
+        self.camera_layout = ParamLayout.camera()
+        self.layout = ParamLayout(self.body_layout.blocks + self.camera_layout.blocks)
+        self.register_buffer("init_params", self.layout.default_init())
+        self.head = create_head(
+            spec.head,
+            feature_dim=self.backbone.dim,
+            param_dim=self.layout.size,
+            hidden_dim=spec.hidden_dim,
+            depth=spec.head_depth,
+            num_heads=spec.num_heads,
+            dropout=spec.dropout,
+            iterations=spec.ief_iterations,
+        )
+
+    def set_initial_params(self, values: dict[str, torch.Tensor]) -> None:
+        """Start IEF at given values (e.g. the training set's mean parameters)."""
+        current = self.layout.split(self.init_params.clone())
+        for k, v in values.items():
+            if k in current:
+                current[k] = v.to(current[k]).reshape(current[k].shape)
+        self.init_params.copy_(self.layout.join(current))
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if images.dim() != 4:
+            raise ShapeMismatchError(f"expected images (B,3,H,W), got {tuple(images.shape)}")
+        tokens, pooled = self.backbone(images)
+        estimates = self.head(tokens, pooled, self.init_params.unsqueeze(0))
+        iters = [_finish_body(self.layout.split(x)) for x in estimates]
+        out = dict(iters[-1])
+        out["iterations"] = iters
+        return out
+
+
+class MultiViewRegressor(nn.Module):
+    """Shared backbone over V views, cross-view attention, a body head over all valid views' tokens,
+    and one camera head per canonical camera slot."""
+
+    def __init__(self, spec: RegressorSpec, pretrained_path: str = "") -> None:
+        super().__init__()
+        if not spec.rig:
+            raise ConfigError("a multi-view regressor needs the rig's camera names", field="rig")
+        self.spec = spec
+        self.num_views = len(spec.rig)
+        self.backbone = create_backbone(spec.backbone, spec.image_size, pretrained_path)
+        d = self.backbone.dim
+        self.view_embed = nn.Parameter(torch.zeros(self.num_views, d))
+        nn.init.normal_(self.view_embed, std=0.02)
+        if spec.cross_view_layers > 0:
+            layer = nn.TransformerEncoderLayer(
+                d_model=d,
+                nhead=_heads_for(d, spec.num_heads),
+                dim_feedforward=2 * d,
+                dropout=spec.dropout,
+                batch_first=True,
+                norm_first=True,
+            )
+            self.cross_view = nn.TransformerEncoder(
+                layer, num_layers=spec.cross_view_layers, enable_nested_tensor=False
+            )
+        else:
+            self.cross_view = None
+        self.body_layout = ParamLayout.body(spec.num_joints, spec.num_betas)
+        self.camera_layout = ParamLayout.camera()
+        self.register_buffer("init_params", self.body_layout.default_init())
+        self.register_buffer(
+            "init_camera", self.camera_layout.default_init().unsqueeze(0).repeat(self.num_views, 1)
+        )
+        self.body_head = create_head(
+            spec.head,
+            feature_dim=d,
+            param_dim=self.body_layout.size,
+            hidden_dim=spec.hidden_dim,
+            depth=spec.head_depth,
+            num_heads=spec.num_heads,
+            dropout=spec.dropout,
+            iterations=spec.ief_iterations,
+        )
+        self.camera_heads = nn.ModuleList(
+            nn.Sequential(nn.Linear(d, spec.hidden_dim), nn.GELU(), nn.Linear(spec.hidden_dim, self.camera_layout.size))
+            for _ in range(self.num_views)
+        )
+        for h in self.camera_heads:
+            nn.init.zeros_(h[-1].weight)
+            nn.init.zeros_(h[-1].bias)
+
+    def set_initial_params(self, values: dict[str, torch.Tensor]) -> None:
+        current = self.body_layout.split(self.init_params.clone())
+        for k, v in values.items():
+            if k in current:
+                current[k] = v.to(current[k]).reshape(current[k].shape)
+        self.init_params.copy_(self.body_layout.join(current))
+        cams = self.camera_layout.split(self.init_camera.clone())
+        for k, v in values.items():
+            if k in cams:
+                cams[k] = v.to(cams[k]).reshape(cams[k].shape)
+        self.init_camera.copy_(self.camera_layout.join(cams))
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        view_mask: torch.Tensor,
+        calibration: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """``images`` (B,V,3,H,W); ``view_mask`` (B,V) bool, True for a real view; ``calibration``
+        {K (B,V,3,3), R, t} is required in delta mode."""
+        B, V = images.shape[:2]
+        if V != self.num_views:
+            raise ShapeMismatchError(f"expected {self.num_views} view slots (rig {self.spec.rig}), got {V}")
+        view_mask = view_mask.bool()
+        if not bool(view_mask.any(dim=1).all()):
+            raise ShapeMismatchError("every sample needs at least one valid view")
+        # The backbone sees only real views: padded pixels cannot influence anything.
+        tok_valid, pooled_valid = self.backbone(images[view_mask])
+        N, D = tok_valid.shape[1:]
+        tokens = tok_valid.new_zeros(B, V, N, D)
+        pooled = pooled_valid.new_zeros(B, V, D)
+        tokens[view_mask] = tok_valid
+        pooled[view_mask] = pooled_valid
+        view_tokens = pooled + self.view_embed.unsqueeze(0)
+        if self.cross_view is not None:
+            view_tokens = self.cross_view(view_tokens, src_key_padding_mask=~view_mask)
+        view_tokens = view_tokens * view_mask.unsqueeze(-1)
+        weights = view_mask.float().unsqueeze(-1)
+        fused = view_tokens.sum(1) / weights.sum(1).clamp_min(1.0)
+        token_mask = (~view_mask).unsqueeze(-1).expand(B, V, N).reshape(B, V * N)
+        estimates = self.body_head(tokens.reshape(B, V * N, D), fused, self.init_params.unsqueeze(0), token_mask)
+        iters = [_finish_body(self.body_layout.split(x)) for x in estimates]
+        out = dict(iters[-1])
+        out["iterations"] = iters
+        out.update(self._cameras(view_tokens, view_mask, calibration))
+        return out
+
+    def _cameras(
+        self, view_tokens: torch.Tensor, view_mask: torch.Tensor, calibration: dict[str, torch.Tensor] | None
+    ) -> dict[str, torch.Tensor]:
+        deltas = torch.stack([head(view_tokens[:, v]) for v, head in enumerate(self.camera_heads)], dim=1)
+        B = deltas.shape[0]
+        if self.spec.camera_mode == "delta":
+            if calibration is None:
+                raise ConfigError("camera_mode 'delta' needs the rig calibration (K, R, t per view)")
+            base = {
+                "fov": fov_from_intrinsics(calibration["K"], self.spec.image_size),
+                "cam_rot": matrix_to_rot6d(calibration["R"]),
+                "cam_trans": calibration["t"],
+            }
+        else:
+            base = self.camera_layout.split(self.init_camera.unsqueeze(0).expand(B, -1, -1))
+        d = self.camera_layout.split(deltas)
+        R_base = rot6d_to_matrix(base["cam_rot"])
+        # Delta rotation: identity 6D plus the head's output, applied on the left of the base rotation.
+        ident = torch.tensor([1.0, 0, 0, 0, 1.0, 0], dtype=d["cam_rot"].dtype, device=d["cam_rot"].device)
+        R = rot6d_to_matrix(ident + d["cam_rot"]) @ R_base
+        cams = {
+            "fov": base["fov"] + d["fov"],
+            "cam_rot": matrix_to_rot6d(R),
+            "cam_trans": base["cam_trans"] + d["cam_trans"],
+        }
+        # Padded views get the base camera: nothing about them depends on their pixels.
+        m = view_mask.unsqueeze(-1)
+        return {k: torch.where(m, v, base[k].to(v.dtype)) for k, v in cams.items()}
+
+
+def _heads_for(dim: int, wanted: int) -> int:
+    for h in range(min(wanted, dim), 0, -1):
+        if dim % h == 0:
+            return h
+    return 1
+
+
+def create_regressor(spec: RegressorSpec, pretrained_path: str = "") -> nn.Module:
+    if spec.mode == "singleview":
+        return SingleViewRegressor(spec, pretrained_path)
+    if spec.mode == "multiview":
+        return MultiViewRegressor(spec, pretrained_path)
+    raise ConfigError(f"unknown mode '{spec.mode}'; allowed: singleview, multiview", field="mode")
+
+
+def spec_from_config(cfg, num_joints: int, num_betas: int, rig: list[str] | None = None) -> RegressorSpec:
+    """The regressor spec for a resolved :class:`smil.config.TrainConfig`."""
+    m = cfg.model
+    return RegressorSpec(
+        mode=cfg.mode,
+        num_joints=num_joints,
+        num_betas=num_betas,
+        backbone=m.backbone,
+        image_size=cfg.data.image_size,
+        head=m.head,
+        hidden_dim=m.hidden_dim,
+        head_depth=m.head_depth,
+        num_heads=m.num_heads,
+        dropout=m.dropout,
+        ief_iterations=m.ief_iterations,
+        cross_view_layers=m.cross_view_layers if cfg.mode == "multiview" else 0,
+        camera_mode=m.camera_mode if cfg.mode == "multiview" else "absolute",
+        rig=list(rig or []),
+    )
+
+
+__all__ = ["RegressorSpec", "SingleViewRegressor", "MultiViewRegressor", "create_regressor", "spec_from_config", "camera_intrinsics"]

@@ -1,0 +1,148 @@
+"""Backbones, heads and regressors: every family × head × mode runs forward and backward on CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from smil.errors import ConfigError, ShapeMismatchError
+from smil.models.backbones import create_backbone
+from smil.models.heads import MLPHead, TransformerIEFHead
+from smil.models.regressor import RegressorSpec, create_regressor
+
+J, NB, S = 6, 3, 64
+
+
+def spec(mode: str, backbone: str, head: str, **kw) -> RegressorSpec:
+    base = dict(
+        mode=mode, num_joints=J, num_betas=NB, backbone=backbone, image_size=S, head=head,
+        hidden_dim=32, head_depth=1, num_heads=4, dropout=0.0, ief_iterations=2,
+    )
+    if mode == "multiview":
+        base.update(rig=["back", "side", "top"], cross_view_layers=1, camera_mode="absolute")
+    base.update(kw)
+    return RegressorSpec(**base)
+
+
+def calibration(B: int, V: int) -> dict[str, torch.Tensor]:
+    K = torch.tensor([[60.0, 0, 31.5], [0, 60.0, 31.5], [0, 0, 1]]).repeat(B, V, 1, 1)
+    return {"K": K, "R": torch.eye(3).repeat(B, V, 1, 1), "t": torch.tensor([0, 0, 5.0]).repeat(B, V, 1)}
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "vit_tiny_patch16_224"])
+@pytest.mark.parametrize("head", ["mlp", "transformer"])
+@pytest.mark.parametrize("mode", ["singleview", "multiview"])
+def test_forward_backward_every_combination(backbone: str, head: str, mode: str) -> None:
+    torch.manual_seed(0)
+    model = create_regressor(spec(mode, backbone, head))
+    if mode == "singleview":
+        out = model(torch.randn(2, 3, S, S))
+        assert out["fov"].shape == (2, 1) and out["cam_rot"].shape == (2, 6)
+    else:
+        out = model(torch.randn(2, 3, 3, S, S), torch.tensor([[1, 1, 0], [1, 1, 1]]).bool())
+        assert out["fov"].shape == (2, 3, 1) and out["cam_trans"].shape == (2, 3, 3)
+    assert out["joint_rot"].shape == (2, J - 1, 6)
+    assert out["log_beta_scales"].shape == (2, J, 3) and out["betas_trans"].shape == (2, J, 3)
+    assert out["scale"].shape == (2,) and out["betas"].shape == (2, NB)
+    loss = sum(v.float().pow(2).mean() for k, v in out.items() if k != "iterations")
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert model.backbone.net.state_dict()  # backbone is a real timm module
+    first_conv = next(p for p in model.backbone.parameters())
+    assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
+
+
+def test_rotations_start_at_identity() -> None:
+    model = create_regressor(spec("singleview", "resnet18", "transformer"))
+    init = model.layout.split(model.init_params)
+    assert torch.equal(init["global_rot"], torch.tensor([1.0, 0, 0, 0, 1, 0]))
+    assert torch.equal(init["joint_rot"][0], torch.tensor([1.0, 0, 0, 0, 1, 0]))
+
+
+@pytest.mark.parametrize("cls", [TransformerIEFHead, MLPHead])
+def test_ief_iterations_differ_and_depend_on_the_previous(cls) -> None:
+    torch.manual_seed(0)
+    head = cls(feature_dim=16, param_dim=8, hidden_dim=16, depth=1, num_heads=2, dropout=0.0, iterations=3)
+    for p in head.parameters():  # make corrections large enough to see
+        torch.nn.init.normal_(p, std=0.5)
+    tokens, pooled = torch.randn(1, 5, 16), torch.randn(1, 16)
+    init = torch.zeros(1, 8)
+    outs = head(tokens, pooled, init)
+    assert len(outs) == 3
+    assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[1], outs[2])
+    # The correction at iteration 2 depends on the estimate after iteration 1:
+    # the same features with a different starting point give a different correction.
+    step2 = outs[1] - outs[0]
+    shifted = head(tokens, pooled, outs[0] + 1.0)
+    assert not torch.allclose(shifted[0] - (outs[0] + 1.0), step2, atol=1e-5)
+    # Intermediate predictions stay differentiable.
+    outs[0].sum().backward()
+
+
+def test_padded_views_change_no_output() -> None:
+    torch.manual_seed(0)
+    for camera_mode in ("absolute", "delta"):
+        model = create_regressor(spec("multiview", "resnet18", "transformer", camera_mode=camera_mode)).train()
+        mask = torch.tensor([[1, 0, 1], [1, 1, 0]]).bool()
+        x = torch.randn(2, 3, 3, S, S)
+        y = x.clone()
+        y[0, 1] = torch.randn(3, S, S) * 10
+        y[1, 2] = 0.0
+        cal = calibration(2, 3)
+        a, b = model(x, mask, cal), model(y, mask, cal)
+        for k in a:
+            if k != "iterations":
+                assert torch.equal(a[k], b[k]), k
+        # Real views do matter.
+        z = x.clone()
+        z[0, 0] += 1.0
+        assert not torch.allclose(model(z, mask, cal)["global_rot"], a["global_rot"])
+
+
+def test_delta_cameras_start_at_the_calibration() -> None:
+    model = create_regressor(spec("multiview", "resnet18", "mlp", camera_mode="delta")).eval()
+    cal = calibration(1, 3)
+    out = model(torch.randn(1, 3, 3, S, S), torch.ones(1, 3, dtype=torch.bool), cal)
+    assert torch.allclose(out["cam_trans"], cal["t"])  # zero-initialised camera heads
+    with pytest.raises(ConfigError, match="calibration"):
+        model(torch.randn(1, 3, 3, S, S), torch.ones(1, 3, dtype=torch.bool))
+
+
+def test_wrong_view_count_and_empty_sample_are_errors() -> None:
+    model = create_regressor(spec("multiview", "resnet18", "mlp"))
+    with pytest.raises(ShapeMismatchError, match="3 view slots"):
+        model(torch.randn(1, 2, 3, S, S), torch.ones(1, 2, dtype=torch.bool))
+    with pytest.raises(ShapeMismatchError, match="at least one valid view"):
+        model(torch.randn(1, 3, 3, S, S), torch.zeros(1, 3, dtype=torch.bool))
+
+
+def test_unknown_backbone_suggests_a_name() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'resnet18'"):
+        create_backbone("resnet81", 64)
+
+
+def test_pretrained_weights_load_from_a_local_file(tmp_path: Path) -> None:
+    src = create_backbone("resnet18", 64)
+    path = tmp_path / "resnet18.pth"
+    torch.save(src.net.state_dict(), path)
+    dst = create_backbone("resnet18", 64, pretrained_path=path)
+    for (k, a), b in zip(src.net.state_dict().items(), dst.net.state_dict().values()):
+        assert torch.equal(a, b), k
+    other = tmp_path / "vit.pth"
+    torch.save(create_backbone("vit_tiny_patch16_224", 64).net.state_dict(), other)
+    with pytest.raises(ConfigError, match="do not match backbone 'resnet18'"):
+        create_backbone("resnet18", 64, pretrained_path=other)
+    with pytest.raises(ConfigError, match="not found"):
+        create_backbone("resnet18", 64, pretrained_path=tmp_path / "missing.pth")
+
+
+def test_resnet_tokens_are_spatial_and_vit_tokens_are_patches() -> None:
+    r = create_backbone("resnet18", 64)
+    tokens, pooled = r(torch.randn(1, 3, 64, 64))
+    assert tokens.shape == (1, 4, 512) and pooled.shape == (1, 512)
+    v = create_backbone("vit_tiny_patch16_224", 64)
+    tokens, pooled = v(torch.randn(1, 3, 64, 64))
+    assert tokens.shape == (1, 16, 192)
