@@ -57,7 +57,6 @@ class DataConfig:
     expand_views: bool = field(
         default=True, metadata=_meta("single-view on a multi-view dataset: one sample per valid view")
     )
-    max_views: int = field(default=4, metadata=_meta("multi-view: view slots per sample"))
     random_view_subsets: bool = field(
         default=True, metadata=_meta("multi-view training: drop a random subset of views (≥ min_views)")
     )
@@ -361,7 +360,7 @@ def validate_semantics(cfg: TrainConfig, where: str = "<config>") -> None:
         (0 < cfg.data.epoch_fraction <= 1, "data.epoch_fraction", "must be in (0, 1]"),
         (cfg.data.image_size >= 32, "data.image_size", "must be ≥ 32"),
         (cfg.data.num_workers >= 0, "data.num_workers", "must be ≥ 0"),
-        (1 <= cfg.data.min_views <= cfg.data.max_views, "data.min_views", "must be in [1, data.max_views]"),
+        (cfg.data.min_views >= 1, "data.min_views", "must be ≥ 1"),
         (cfg.model.ief_iterations >= 1, "model.ief_iterations", "must be ≥ 1"),
         (cfg.model.hidden_dim % max(cfg.model.num_heads, 1) == 0, "model.hidden_dim",
          "must be divisible by model.num_heads"),

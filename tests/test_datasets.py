@@ -1,0 +1,101 @@
+"""Torch datasets: geometry stays consistent under augmentation, colours survive, views are masked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from dataset_factory import make_dataset
+from smil.config import DataConfig
+from smil.data.augment import AugmentSettings
+from smil.data.datasets import MultiViewDataset, SingleViewDataset, create_dataset, denormalise
+from smil.geometry.camera import project
+
+
+def reprojection_error(item: dict) -> float:
+    X = item["keypoints3d"].double()
+    uv = project(X.unsqueeze(0), item["K"].double(), item["R"].double(), item["t"].double())
+    vis = item["visibility"] > 0
+    return float((uv - item["keypoints2d"].double()).norm(dim=-1)[vis].max())
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_projection_matches_keypoints_after_augmentation(tmp_path: Path, augment: bool) -> None:
+    path = make_dataset(tmp_path / "d.h5", num_views=3)
+    strong = AugmentSettings(scale=0.3, rotation_deg=40, translate=0.1, color=0.3)
+    ds = MultiViewDataset(path, None, 64, augment=augment, settings=strong, seed=3)
+    for i in range(len(ds)):
+        assert reprojection_error(ds[i]) < 1e-3
+
+
+def test_augmentation_moves_the_image_and_keypoints_together(tmp_path: Path) -> None:
+    path = make_dataset(tmp_path / "d.h5", num_joints=1)
+    ds = SingleViewDataset(path, None, 96, augment=True, settings=AugmentSettings(scale=0.2, rotation_deg=30, translate=0.1, color=0.0))
+    for i in range(len(ds)):
+        item = ds[i]
+        x, y = item["keypoints2d"][0, 0].round().long().tolist()
+        if item["visibility"][0, 0] > 0:
+            rgb = denormalise(item["image"][0])[:, y, x]
+            assert rgb[0] > 0.6 and rgb[1] < 0.35  # the red dot is where the keypoint says
+
+
+def test_red_stays_red(tmp_path: Path) -> None:
+    path = make_dataset(tmp_path / "d.h5", num_joints=1)
+    item = SingleViewDataset(path, None, 96)[0]
+    x, y = item["keypoints2d"][0, 0].round().long().tolist()
+    r, g, b = denormalise(item["image"][0])[:, y, x].tolist()
+    assert r > 0.8 and g < 0.2 and b < 0.2
+
+
+def test_same_seed_and_epoch_give_the_same_augmentation(tmp_path: Path) -> None:
+    path = make_dataset(tmp_path / "d.h5")
+    a = SingleViewDataset(path, None, 64, augment=True, seed=1)
+    b = SingleViewDataset(path, None, 64, augment=True, seed=1)
+    assert torch.equal(a[2]["image"], b[2]["image"])
+    b.set_epoch(1)
+    assert not torch.equal(a[2]["image"], b[2]["image"])
+
+
+def test_single_view_expands_the_views_of_a_multi_view_file(tmp_path: Path) -> None:
+    path = make_dataset(tmp_path / "d.h5", num_samples=4, num_views=3, invalid={1: [2]})
+    assert len(SingleViewDataset(path, None, 64, expand_views=True)) == 4 * 3 - 1
+    assert len(SingleViewDataset(path, None, 64, expand_views=False)) == 4
+    item = SingleViewDataset(path, None, 64)[0]
+    assert item["image"].shape == (1, 3, 64, 64) and item["view_mask"].tolist() == [True]
+
+
+def test_multi_view_masks_padded_views(tmp_path: Path) -> None:
+    path = make_dataset(tmp_path / "d.h5", num_samples=3, num_views=3, invalid={0: [1]})
+    item = MultiViewDataset(path, None, 64)[0]
+    assert item["view_mask"].tolist() == [True, False, True]
+    assert float(item["image"][1].abs().max()) == 0.0
+    assert float(item["visibility"][1].max()) == 0.0 and not bool(item["has_mask"][1])
+
+
+def test_random_view_subsets_keep_at_least_min_views(tmp_path: Path) -> None:
+    path = make_dataset(tmp_path / "d.h5", num_samples=6, num_views=4)
+    ds = MultiViewDataset(path, None, 32, random_view_subsets=True, min_views=2)
+    counts = set()
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        counts |= {int(ds[i]["view_mask"].sum()) for i in range(len(ds))}
+    assert min(counts) >= 2 and len(counts) > 1
+
+
+def test_splits_are_respected_and_loader_workers_decode(tmp_path: Path) -> None:
+    path = make_dataset(tmp_path / "d.h5", num_samples=8, num_views=2)
+    cfg = DataConfig(image_size=32)
+    train = create_dataset("multiview", path, "train", cfg, train=True)
+    test = create_dataset("multiview", path, "test", cfg, train=False)
+    assert set(train.indices.tolist()).isdisjoint(test.indices.tolist())
+    loader = DataLoader(train, batch_size=3, num_workers=2)
+    batches = list(loader)
+    assert sum(b["image"].shape[0] for b in batches) == len(train)
+    b = batches[0]
+    assert b["image"].shape == (3, 2, 3, 32, 32) and b["params/betas"].shape == (3, 3)
+    assert b["has_betas"].dtype == torch.bool and b["keypoints3d"].shape == (3, 5, 3)
+    assert np.isfinite(b["keypoints2d"].numpy()).all()
