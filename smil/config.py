@@ -386,3 +386,19 @@ def validate_semantics(cfg: TrainConfig, where: str = "<config>") -> None:
                 close = difflib.get_close_matches(term, LOSS_TERMS, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else f"; known terms: {', '.join(LOSS_TERMS)}"
                 raise ConfigError(f"unknown loss term '{term}'{hint}", path=where, field=name)
+
+
+def reference_markdown() -> str:
+    """The config reference table (docs/model.md embeds it; a test keeps the two identical)."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    defaults = to_dict(TrainConfig())
+    for name, f in iter_fields():
+        node: Any = defaults
+        for part in name.split("."):
+            node = node[part]
+        tp = str(f.type).replace("typing.", "").replace("|", "\\|")
+        doc = f.metadata.get("doc", "")
+        if f.metadata.get("metadata_only"):
+            doc += " (metadata: recorded, no effect on training)"
+        rows.append(f"| `{name}` | `{tp}` | `{json.dumps(node, default=str)}` | {doc} |")
+    return "\n".join(rows) + "\n"
