@@ -65,11 +65,9 @@ def mean_parameters(reader, indices: np.ndarray, body_model, multiview: bool) ->
         if "trans" not in out:
             out["trans"] = torch.as_tensor(np.nanmean(kp3.reshape(-1, 3), axis=0), dtype=torch.float32)
         if "log_scale" not in out:
-            with torch.no_grad():
-                rest = body_model.rest_joints().cpu().numpy()[None] if hasattr(body_model, "rest_joints") else None
-            if rest is not None:
-                ratio = body_unit(reader, idx) / max(float(_extent(rest)[0]), 1e-8)
-                out["log_scale"] = torch.tensor([math.log(max(ratio, 1e-8))])
+            rest = body_model.rest_joints.detach().cpu().double().numpy()[None]
+            ratio = body_unit(reader, idx) / max(float(_extent(rest)[0]), 1e-8)
+            out["log_scale"] = torch.tensor([math.log(max(ratio, 1e-8))])
     valid = reader.view_valid[idx]
     K = f[S.K][idx].astype(np.float64)
     R = f[S.R][idx].astype(np.float64)
