@@ -1,4 +1,5 @@
-from pathlib import Path
+import re
+import shlex
 
 from snakemake.utils import min_version, validate
 
@@ -9,21 +10,90 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 
 DATASETS = config.get("datasets") or {}
+PREPROCESS_DEFAULTS = {
+    "image_size": 128,
+    "padding": 1.2,
+    "jpeg_quality": 90,
+    "split": [0.8, 0.1, 0.1],
+    "seed": 0,
+    "skip_bad": False,
+}
+
+
+def names_of_kind(kind):
+    return [name for name, spec in DATASETS.items() if spec["kind"] == kind]
+
+
+def name_pattern(names):
+    """A wildcard constraint matching exactly these names (or nothing)."""
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
 
 
 wildcard_constraints:
-    dataset="|".join(DATASETS) if DATASETS else "(?!)",
+    dataset=name_pattern(list(DATASETS)),
 
 
 def body_model_path(name):
     """The body-model file a config entry names: "default" is the procedural model."""
-    if name == "default":
-        return "results/models/default.pkl"
-    return name
+    return "results/models/default.pkl" if name in (None, "default") else name
 
 
-def dataset_spec(wildcards):
-    return DATASETS[wildcards.dataset]
+def dataset_body_model(wildcards):
+    return body_model_path(DATASETS[wildcards.dataset].get("body_model", "default"))
+
+
+def dataset_source(wildcards):
+    return DATASETS[wildcards.dataset]["path"]
+
+
+def synth_args(wildcards):
+    spec = DATASETS[wildcards.dataset]
+    args = ["--num-samples", spec["num_samples"], "--views", spec.get("views", 1)]
+    for key in ("rig", "image_size", "seed", "world_unit_m"):
+        if key in spec:
+            args += [f"--{key.replace('_', '-')}", spec[key]]
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def ingest_args(wildcards):
+    spec = DATASETS[wildcards.dataset]
+    args = []
+    for key in ("joint_map", "group_by", "calibration", "world_unit_m"):
+        if key in spec:
+            args += [f"--{key.replace('_', '-')}", spec[key]]
+    for d in spec.get("video_dirs", []):
+        args += ["--video-dir", d]
+    if spec.get("joint_names_from_skeleton"):
+        args.append("--joint-names-from-skeleton")
+    if spec.get("skip_bad"):
+        args.append("--skip-bad")
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def preprocess_settings(dataset):
+    settings = dict(PREPROCESS_DEFAULTS)
+    settings.update(config.get("preprocess") or {})
+    settings.update(DATASETS[dataset].get("preprocess") or {})
+    return settings
+
+
+def preprocess_args(wildcards):
+    s = preprocess_settings(wildcards.dataset)
+    args = [
+        "--image-size",
+        s["image_size"],
+        "--padding",
+        s["padding"],
+        "--jpeg-quality",
+        s["jpeg_quality"],
+        "--seed",
+        s["seed"],
+        "--split",
+        ",".join(str(x) for x in s["split"]),
+    ]
+    if s["skip_bad"]:
+        args.append("--skip-bad")
+    return " ".join(shlex.quote(str(a)) for a in args)
 
 
 def all_targets():
