@@ -1,5 +1,8 @@
+import json
 import re
 import shlex
+
+import yaml
 
 from snakemake.utils import min_version, validate
 
@@ -99,4 +102,72 @@ def preprocess_args(wildcards):
 def all_targets():
     targets = ["results/models/default.summary.json"]
     targets += expand("results/datasets/{dataset}/dataset.h5", dataset=list(DATASETS))
+    targets += expand("results/experiments/{exp}/model.pt", exp=list(EXPERIMENTS))
     return targets
+
+
+EXPERIMENTS = config.get("experiments") or {}
+
+
+def _experiment_mode(name):
+    spec = EXPERIMENTS[name]
+    if spec["dataset"] not in DATASETS:
+        raise ValueError(
+            f"experiment '{name}': dataset '{spec['dataset']}' is not in the dataset table "
+            f"({', '.join(DATASETS) or 'empty'})"
+        )
+    with open(spec["config"]) as fh:
+        mode = (yaml.safe_load(fh) or {}).get("mode")
+    if mode not in ("singleview", "multiview"):
+        raise ValueError(
+            f"experiment '{name}': {spec['config']} must set mode to singleview or multiview"
+        )
+    return mode
+
+
+EXPERIMENT_MODES = {name: _experiment_mode(name) for name in EXPERIMENTS}
+
+
+def experiments_of_mode(mode):
+    return [name for name, m in EXPERIMENT_MODES.items() if m == mode]
+
+
+def smil_version():
+    """The smil package version: training reruns when it changes."""
+    text = open(workflow.source_path("../../smil/__init__.py")).read()
+    return re.search(r'__version__ = "([^"]+)"', text).group(1)
+
+
+def experiment_inputs(wildcards):
+    spec = EXPERIMENTS[wildcards.exp]
+    dataset = spec["dataset"]
+    return {
+        "config": spec["config"],
+        "dataset": f"results/datasets/{dataset}/dataset.h5",
+        "body_model": body_model_path(DATASETS[dataset].get("body_model", "default")),
+    }
+
+
+def experiment_overrides(wildcards):
+    sets = EXPERIMENTS[wildcards.exp].get("set") or {}
+    args = []
+    for key, value in sets.items():
+        args += ["--set", f"{key}={json.dumps(value)}"]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def experiment_gpus(wildcards):
+    return int(EXPERIMENTS[wildcards.exp].get("gpus", 0))
+
+
+def launcher(wildcards, resources):
+    """torchrun with one process per GPU (one process on CPU)."""
+    n = max(int(resources.get("gpu", 0) or 0), 1)
+    return f"torchrun --standalone --nproc-per-node {n}"
+
+
+TRAIN_SHELL = (
+    "{params.launcher} -m smil train --config {input.config} --out {params.out} "
+    "--set data.dataset={input.dataset} --set body_model={input.body_model} "
+    "--set name={wildcards.exp} {params.overrides} > {log} 2>&1"
+)
