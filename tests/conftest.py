@@ -34,3 +34,11 @@ def fixtures_dir() -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return path.resolve()
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> dict[str, Path]:
+    """Default body model plus tiny single- and multi-view synthetic datasets (built once)."""
+    from tiny_pipeline import build_tiny_data
+
+    return build_tiny_data(tmp_path_factory.mktemp("tiny_data"))
