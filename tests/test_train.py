@@ -130,7 +130,7 @@ def test_backbone_lr_multiplier_and_schedule(tmp_path: Path, tiny_data: dict) ->
 def test_epoch_fraction_validation_interval_and_best_model(tmp_path: Path, tiny_data: dict) -> None:
     out = tmp_path / "exp"
     trainer = fit(config(tmp_path, tiny_data, optim__epochs=3, val_every=2, data__epoch_fraction=0.5), out)
-    assert len(trainer.loader) == 2  # 18 train samples × 0.5 → 9 → 3 batches of 4? no: ceil(9/4)
+    assert len(trainer.loader) == 3  # 18 train samples × 0.5 = 9 → 3 batches of 4
     rows = list(csv.DictReader(open(out / "history.csv")))
     assert [bool(r.get("val/keypoints2d_px")) for r in rows] == [False, True, True]
     record = load_model_record(out / "model.pt")

@@ -1,0 +1,484 @@
+"""Manifest → HDF5 dataset: crop, resize, encode, adjust cameras, split (``smil preprocess``).
+
+For every sample and view of a manifest (``smil.data.manifest``):
+
+1. load the image (file or video frame). A JPEG whose crop is at least twice the stored size is
+   decoded at 1/2, 1/4 or 1/8 resolution by libjpeg (``settings.reduced_decode``), which is exact in the
+   pixel mapping and much faster than decoding at full size and then shrinking;
+2. when the view has distortion coefficients, undistort the pixels (``K`` unchanged, as
+   ``cv2.undistort`` does). **Contract with ingest**: manifest keypoints are already *undistorted*
+   pixel coordinates, and ``dist`` is the source camera's original distortion, so after this step
+   image pixels and keypoints agree and ``K`` is an exact pinhole camera;
+3. crop a square around the animal — the bbox of the finite, visible 2D keypoints united with the mask's
+   bbox, or else the projection of the 3D keypoints, or else the whole frame — enlarged by
+   ``settings.padding``, and resize it to ``settings.image_size`` pixels (``smil.data.crop``);
+4. map keypoints and ``K`` with the same affine (``K' = A·K``), encode the crop as JPEG and the mask
+   as PNG.
+
+Views are placed into the header's camera slots; a sample with fewer views is padded with
+``view_valid = False``. Splits are made per group (``smil.data.splits``). A bad sample (unreadable,
+missing or wrongly sized image or mask, no finite keypoint in any view) stops the run with one message
+naming the file and manifest line — or, with ``skip_bad``, is counted and skipped; the summary lists
+counts and reasons. The output appears only when complete (``DatasetWriter``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import multiprocessing
+import sys
+import time
+from collections import Counter, OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+
+from smil.data import crop as C
+from smil.data.images import VideoFrames, decode_image, encode_jpeg, encode_png_mask, is_jpeg, load_mask, read_bytes
+from smil.data.manifest import PARAM_SHAPES, ManifestHeader, SampleRecord, ViewRecord, read_manifest_header, resolve_reference
+from smil.data.splits import DEFAULT_FRACTIONS, parse_fractions, split_by_group, split_sizes
+from smil.data.store import DatasetWriter, StoredSample
+from smil.errors import ConfigError, DataError
+from smil.io_utils import write_json_atomic
+
+SUMMARY_NAME = "preprocess_summary.json"
+MAX_LISTED_SKIPS = 1000
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """Settings of ``smil preprocess``; all but ``workers`` are recorded in the dataset's attributes."""
+
+    image_size: int = 256  # stored images are image_size × image_size pixels
+    padding: float = 1.2  # crop side = padding × the animal's bbox side
+    jpeg_quality: int = 90
+    split: tuple[float, float, float] = DEFAULT_FRACTIONS
+    seed: int = 0  # split seed
+    skip_bad: bool = False
+    border: str = "shift"  # "shift" the crop inside the image when it fits, or "pad" around a centred crop
+    reduced_decode: bool = True
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.image_size < 8:
+            raise ConfigError(f"must be >= 8 pixels, got {self.image_size}", field="image_size")
+        if not self.padding >= 1.0:
+            raise ConfigError(f"must be >= 1.0, got {self.padding}", field="padding")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"must be in 1..100, got {self.jpeg_quality}", field="jpeg_quality")
+        if self.border not in ("shift", "pad"):
+            raise ConfigError(f"must be 'shift' or 'pad', got {self.border!r}", field="border")
+        if self.workers < 1:
+            raise ConfigError(f"must be >= 1, got {self.workers}", field="workers")
+        object.__setattr__(self, "split", parse_fractions(self.split))
+
+    def recorded(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("workers")
+        out["split"] = list(self.split)
+        return out
+
+
+class BadSample(DataError):
+    """A sample that cannot be preprocessed; ``reason`` is a short category for the summary."""
+
+    def __init__(self, reason: str, message: str, *, path: str | Path | None = None):
+        super().__init__(message, path=path)
+        self.reason = reason
+
+
+@dataclass
+class _Result:
+    line: int
+    sample_id: str
+    stored: StoredSample | None = None
+    reason: str = ""
+    message: str = ""
+    reduce: list[int] = field(default_factory=list)
+
+
+def keep_freed_image_memory() -> bool:
+    """Ask glibc to reuse freed memory for the next image instead of returning it to the kernel.
+
+    By default glibc maps every multi-megabyte allocation (a decoded frame) fresh from the kernel and
+    unmaps it on free, so each image costs ~1000 page faults to zero-fill again; in virtual machines
+    this alone made preprocessing ~1.4× slower than a bare decode loop. Raising the mmap and trim
+    thresholds keeps that memory in the process (its size stays at the peak working set). Returns
+    False where the C library is not glibc (nothing is changed).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc <malloc.h>
+    return bool(mallopt(m_mmap_threshold, 64 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))
+
+
+class SampleProcessor:
+    """Turns manifest samples into stored samples. One per process (it caches video captures and
+    undistortion maps, and tunes the C allocator with :func:`keep_freed_image_memory`)."""
+
+    def __init__(self, manifest: str | Path, header: ManifestHeader, settings: PreprocessSettings):
+        keep_freed_image_memory()
+        self.manifest = Path(manifest)
+        self.header = header
+        self.settings = settings
+        self.slots = {name: i for i, name in enumerate(header.camera_names)}
+        self.num_joints = len(header.joint_names)
+        self.videos = VideoFrames()
+        self._maps: OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+
+    def close(self) -> None:
+        self.videos.close()
+
+    def process_line(self, line: int, text: str) -> _Result:
+        """Parse and process one manifest line; bad samples come back as a result with a reason."""
+        where = f"{self.manifest}:{line}"
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"not JSON ({exc.msg})", path=where) from None
+        record = SampleRecord.from_json(obj, where)
+        try:
+            stored, reduce = self.process(record, where)
+        except BadSample as exc:
+            return _Result(line, record.sample_id, reason=exc.reason, message=str(exc))
+        return _Result(line, record.sample_id, stored=stored, reduce=reduce)
+
+    def process(self, record: SampleRecord, where: str) -> tuple[StoredSample, list[int]]:
+        V, J = len(self.slots), self.num_joints
+        if not record.views:
+            raise BadSample("no views", f"sample '{record.sample_id}' has no views", path=where)
+        kp3 = record.keypoints3d
+        if kp3 is not None and kp3.shape != (J, 3):
+            raise DataError(f"expected {J} joints × 3, got {kp3.shape}", path=where, field="keypoints3d")
+        kp3 = np.full((J, 3), np.nan) if kp3 is None else kp3
+        for name, value in (record.params or {}).items():
+            want = _param_dims(PARAM_SHAPES[name], J)
+            got = np.shape(value)
+            if len(got) != len(want) or any(w not in (-1, g) for w, g in zip(want, got)):
+                raise DataError(f"expected shape {PARAM_SHAPES[name]} with J = {J}, got {got}", path=where,
+                                field=f"params.{name}")
+        if not any(np.isfinite(v.keypoints2d).all(axis=1).any() for v in record.views) and not np.isfinite(
+            kp3
+        ).all(axis=1).any():
+            raise BadSample("no keypoints", f"sample '{record.sample_id}': every 2D and 3D keypoint is missing (NaN)",
+                            path=where)
+        images, masks = [b""] * V, [b""] * V
+        valid = np.zeros(V, dtype=bool)
+        K = np.tile(np.eye(3), (V, 1, 1))
+        R = np.tile(np.eye(3), (V, 1, 1))
+        t = np.zeros((V, 3))
+        kp2 = np.full((V, J, 2), np.nan)
+        vis = np.zeros((V, J))
+        reduces = []
+        for view in record.views:
+            slot = self.slots.get(view.camera)
+            if slot is None:
+                raise DataError(f"camera {view.camera!r} is not one of the header's camera_names "
+                                f"{self.header.camera_names}", path=where, field="views.camera")
+            if valid[slot]:
+                raise DataError(f"camera {view.camera!r} appears twice in one sample", path=where,
+                                field="views.camera")
+            if view.keypoints2d.shape != (J, 2) or view.visibility.shape != (J,):
+                raise DataError(f"view '{view.camera}': expected {J} keypoints (header joint_names), got "
+                                f"{view.keypoints2d.shape[0]} and {view.visibility.shape[0]} visibilities",
+                                path=where, field="views.keypoints2d")
+            ctx = f"[sample '{record.sample_id}', view '{view.camera}', {where}]"
+            img_bytes, mask_bytes, affine, r = self._process_view(view, kp3, ctx)
+            images[slot], masks[slot], valid[slot] = img_bytes, mask_bytes, True
+            K[slot] = C.adjust_intrinsics(view.K, affine)
+            R[slot], t[slot] = view.R, view.t
+            kp2[slot] = C.transform_points(view.keypoints2d, affine)
+            vis[slot] = view.visibility
+            reduces.append(r)
+        stored = StoredSample(
+            sample_id=record.sample_id, group=record.group, session=record.session, frame=record.frame,
+            images=images, masks=masks, view_valid=valid, K=K, R=R, t=t, keypoints2d=kp2, visibility=vis,
+            keypoints3d=kp3, params=dict(record.params or {}),
+        )
+        return stored, reduces
+
+    def _bbox(self, view: ViewRecord, kp3: np.ndarray, mask: np.ndarray | None) -> tuple[float, ...] | None:
+        pts = view.keypoints2d
+        finite = np.isfinite(pts).all(axis=1)
+        seen = finite & (view.visibility > 0)
+        box = C.points_bbox(pts[seen if seen.any() else finite])
+        if mask is not None:
+            box = C.union_bbox(box, C.mask_bbox(mask))
+        if box is None:
+            cam = kp3 @ view.R.T + view.t
+            front = np.isfinite(cam).all(axis=1) & (cam[:, 2] > 0)
+            if front.any():
+                uv = cam[front] @ view.K.T
+                box = C.points_bbox(uv[:, :2] / uv[:, 2:3])
+        return box
+
+    def _process_view(self, view: ViewRecord, kp3: np.ndarray, ctx: str) -> tuple[bytes, bytes, np.ndarray, int]:
+        st = self.settings
+        W, H = view.image_size
+        ref = resolve_reference(self.manifest, view.image)
+        dist = None if view.dist is None or not np.any(view.dist) else np.asarray(view.dist, dtype=np.float64)
+
+        mask = None
+        if view.mask is not None:
+            mref = resolve_reference(self.manifest, view.mask)
+            try:
+                mask = load_mask(mref)
+            except DataError as exc:
+                raise BadSample("bad mask", f"{exc} {ctx}") from None
+            if mask.shape != (H, W):
+                raise BadSample("mask size mismatch", f"{mref['path']}: mask is {mask.shape[1]}×{mask.shape[0]} "
+                                f"but the manifest says the image is {W}×{H} {ctx}")
+            if dist is not None:
+                m1, m2 = self._undistort_maps(view.K, dist, (W, H))
+                mask = cv2.remap(mask, m1, m2, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
+
+        try:
+            if ref.get("path") is not None:
+                data = read_bytes(ref["path"])
+                name = ref["path"]
+                jpeg = is_jpeg(data)
+            elif ref.get("video") is not None:
+                data, name, jpeg = None, f"{ref['video']} frame {ref.get('frame')}", False
+            else:
+                raise DataError("an image reference needs 'path' or 'video'", field="image")
+            bbox = self._bbox(view, kp3, mask)
+            plan = C.plan_crop(bbox, (W, H), st.image_size, padding=st.padding, border=st.border,
+                               allow_reduce=st.reduced_decode and jpeg)
+            # pixels stay in OpenCV's BGR order from decoding to encoding: no colour conversion
+            if data is not None:
+                image = decode_image(data, reduce=plan.reduce, path=name, rgb=False)
+            else:
+                image = self.videos.read(ref["video"], int(ref.get("frame", -1)), rgb=False)
+        except BadSample:
+            raise
+        except DataError as exc:
+            reason = "image not found" if "not found" in exc.detail else "bad image"
+            raise BadSample(reason, f"{exc} {ctx}") from None
+
+        h, w = image.shape[:2]
+        r = plan.reduce
+        if (w, h) != (W, H) and not (r > 1 and abs(w - W / r) < 1 and abs(h - H / r) < 1):
+            raise BadSample("image size mismatch", f"{name}: image is {w * r}×{h * r} but the manifest says "
+                            f"{W}×{H} {ctx}")
+        maps = None
+        if dist is not None:
+            maps = self._undistort_maps(C.reduce_affine(r) @ view.K, dist, (w, h))
+        crop = C.crop_and_resize(image, plan.box, st.image_size, undistort_maps=maps)
+        img_bytes = encode_jpeg(crop, st.jpeg_quality, rgb=False)
+        mask_bytes = b""
+        if mask is not None:
+            box = plan.box
+            full = C.CropBox(box.x0 * r, box.y0 * r, box.size * r)
+            mask_bytes = encode_png_mask(C.crop_and_resize(mask, full, st.image_size, is_mask=True))
+        return img_bytes, mask_bytes, plan.affine, r
+
+    def _undistort_maps(self, K: np.ndarray, dist: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Cached ``cv2.initUndistortRectifyMap`` (new camera = ``K``): a rig's maps are reused per frame."""
+        key = np.asarray(K, np.float64).tobytes() + dist.tobytes() + np.asarray(size, np.int64).tobytes()
+        maps = self._maps.pop(key, None)
+        if maps is None:
+            K64 = np.asarray(K, np.float64)
+            maps = cv2.initUndistortRectifyMap(K64, dist, None, K64, size, cv2.CV_16SC2)
+            while len(self._maps) >= 8:
+                self._maps.popitem(last=False)
+        self._maps[key] = maps
+        return maps
+
+
+def _param_dims(spec: tuple[str, ...], num_joints: int) -> tuple[int, ...]:
+    """Per-sample shape of a body parameter; -1 for the free betas count ``B``."""
+    named = {"J": num_joints, "J-1": num_joints - 1, "B": -1}
+    return tuple(named[d] if d in named else int(d) for d in spec)
+
+
+# --- worker processes ------------------------------------------------------------------------
+# Each worker process builds one SampleProcessor in its initializer; it lives as long as the process.
+_WORKER: list[SampleProcessor] = []
+
+
+def _init_worker(manifest: str, settings: PreprocessSettings) -> None:
+    cv2.setNumThreads(1)
+    _WORKER.append(SampleProcessor(manifest, read_manifest_header(manifest), settings))
+
+
+def _work(item: tuple[int, str]) -> _Result:
+    return _WORKER[0].process_line(*item)
+
+
+def _manifest_lines(path: Path) -> Iterator[tuple[int, str]]:
+    with open(path, encoding="utf-8") as fh:
+        next(fh, None)
+        for lineno, text in enumerate(fh, start=2):
+            if text.strip():
+                yield lineno, text
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class _Progress:
+    """tqdm on a terminal; otherwise a plain log line at every 10 % (at most one per 5 s) and at the end."""
+
+    def __init__(self, total: int, enabled: bool | None, desc: str = "preprocess"):
+        self.total, self.count = total, 0
+        self.t0 = self._last = time.monotonic()
+        tty = sys.stderr.isatty() if enabled is None else enabled
+        self._quiet = enabled is False
+        self._bar = None
+        if tty and not self._quiet:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit="sample", file=sys.stderr)
+        self._every = max(1, -(-total // 10))
+
+    def update(self) -> None:
+        self.count += 1
+        if self._bar is not None:
+            self._bar.update(1)
+            return
+        if self._quiet:
+            return
+        now = time.monotonic()
+        final = self.count == self.total
+        if final or (self.count % self._every == 0 and now - self._last >= 5.0):
+            self._last = now
+            rate = self.count / max(now - self.t0, 1e-9)
+            print(f"preprocess: {self.count}/{self.total} samples ({rate:.1f}/s)", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def preprocess(
+    manifest: str | Path,
+    output: str | Path,
+    settings: PreprocessSettings = PreprocessSettings(),
+    *,
+    progress: bool | None = None,
+    summary_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Build ``output`` (HDF5) from ``manifest``; return the summary, also written as JSON.
+
+    ``progress``: None = tqdm on a terminal, plain log lines otherwise; False = silent. The summary goes
+    to ``summary_path`` (default ``preprocess_summary.json`` beside ``output``). With
+    ``settings.workers > 1`` samples are processed in "forkserver" worker processes (output identical
+    to one worker); a script calling this needs the usual ``if __name__ == "__main__":`` guard.
+    """
+    manifest, output = Path(manifest), Path(output)
+    t0 = time.perf_counter()
+    header = read_manifest_header(manifest)
+    total = sum(1 for _ in _manifest_lines(manifest))
+    recorded = {**settings.recorded(), "manifest": manifest.name, "manifest_sha256": _file_sha256(manifest)}
+    skipped: list[dict[str, Any]] = []
+    reasons: Counter[str] = Counter()
+    reduce_counts: Counter[int] = Counter()
+    groups: list[str] = []
+    views_written = masks_written = 0
+    bar = _Progress(total, progress)
+    pool = None
+    local: SampleProcessor | None = None
+    try:
+        if settings.workers > 1:
+            ctx = multiprocessing.get_context("forkserver")
+            pool = ctx.Pool(settings.workers, initializer=_init_worker, initargs=(str(manifest), settings))
+            results: Iterator[_Result] = pool.imap(_work, _manifest_lines(manifest), chunksize=8)
+        else:
+            local = SampleProcessor(manifest, header, settings)
+            results = (local.process_line(n, text) for n, text in _manifest_lines(manifest))
+        with DatasetWriter(
+            output,
+            joint_names=header.joint_names,
+            camera_names=header.camera_names,
+            image_size=(settings.image_size, settings.image_size),
+            world_unit_m=header.world_unit_m,
+            source_kind=header.source_kind,
+            body_model_sha256=header.body_model_sha256 or "",
+            preprocess_settings=recorded,
+        ) as writer:
+            seen_ids: set[str] = set()
+            for res in results:
+                bar.update()
+                if res.sample_id in seen_ids:
+                    raise DataError(f"sample_id '{res.sample_id}' appears twice", path=f"{manifest}:{res.line}",
+                                    field="sample_id")
+                seen_ids.add(res.sample_id)
+                if res.stored is None:
+                    if not settings.skip_bad:
+                        raise DataError(f"{res.message} (use --skip-bad to skip bad samples)")
+                    reasons[res.reason] += 1
+                    if len(skipped) < MAX_LISTED_SKIPS:
+                        skipped.append({"line": res.line, "sample_id": res.sample_id, "reason": res.reason,
+                                        "message": res.message})
+                    continue
+                writer.append(res.stored)
+                groups.append(res.stored.group)
+                views_written += int(res.stored.view_valid.sum())
+                masks_written += sum(1 for m in res.stored.masks if m)
+                reduce_counts.update(res.reduce)
+            if not groups:
+                raise DataError("no sample could be preprocessed" + (
+                    f" ({sum(reasons.values())} skipped: {dict(reasons)})" if reasons else " (the manifest is empty)"
+                ), path=manifest)
+            split = split_by_group(groups, settings.split, settings.seed)
+            writer.finish(split, settings.seed)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        if local is not None:
+            local.close()
+    seconds = time.perf_counter() - t0
+    V = len(header.camera_names)
+    summary = {
+        "manifest": str(manifest),
+        "output": str(output),
+        "samples_in_manifest": total,
+        "samples_written": len(groups),
+        "samples_skipped": sum(reasons.values()),
+        "skipped_by_reason": dict(sorted(reasons.items())),
+        "skipped": skipped,
+        "skipped_listed": len(skipped),
+        "views_written": views_written,
+        "views_padded": len(groups) * V - views_written,
+        "masks_written": masks_written,
+        "decode_reduction": {str(k): v for k, v in sorted(reduce_counts.items())},
+        "split_sizes": split_sizes(split),
+        "groups": len(set(groups)),
+        "seconds": round(seconds, 3),
+        "samples_per_second": round(len(groups) / seconds, 2) if seconds > 0 else None,
+        "settings": {**recorded, "workers": settings.workers},
+    }
+    write_json_atomic(Path(summary_path) if summary_path else output.parent / SUMMARY_NAME, summary)
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A few human lines for the terminal."""
+    sizes = summary["split_sizes"]
+    lines = [
+        f"wrote {summary['output']}: {summary['samples_written']} samples, {summary['views_written']} views "
+        f"(train {sizes['train']}, val {sizes['val']}, test {sizes['test']}; {summary['groups']} groups) "
+        f"in {summary['seconds']:.1f} s",
+    ]
+    if summary["samples_skipped"]:
+        why = ", ".join(f"{k}: {v}" for k, v in summary["skipped_by_reason"].items())
+        lines.append(f"skipped {summary['samples_skipped']} bad samples ({why})")
+        for item in summary["skipped"][:5]:
+            lines.append(f"  line {item['line']}: {item['message']}")
+    return "\n".join(lines)
+
