@@ -116,8 +116,14 @@ def keypoints3d_loss(joints: torch.Tensor, target: torch.Tensor, jw: torch.Tenso
     return (diff.pow(2).sum(-1) * valid).sum() / valid.sum().clamp_min(1.0)
 
 
-def params_loss(pred: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Parameter loss against ground truth, masked per sample by the has-flags."""
+def params_loss(
+    pred: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], image_size: int, unit: float
+) -> torch.Tensor:
+    """Body and camera parameters against ground truth; rotations compared as matrices.
+
+    Body parameters are masked per sample by their has-flags; cameras are supervised in every valid
+    view (``K, R, t`` are always known). Translations are measured in units of ``unit``.
+    """
     total = pred["betas"].new_zeros(())
     for name in PARAM_TERMS:
         key = f"params/{name}"
@@ -129,9 +135,25 @@ def params_loss(pred: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -
             g = axis_angle_to_matrix(batch[key].to(p.dtype))
         else:
             p, g = pred[name], batch[key].to(pred[name].dtype)
+            if name == "trans":
+                p, g = p / unit, g / unit
         per_sample = (p - g).pow(2).reshape(p.shape[0], -1).mean(-1)
         total = total + (per_sample * has).sum() / has.sum().clamp_min(1.0)
-    return total
+    K, R, t = predicted_cameras(pred, image_size)
+    vm = batch["view_mask"].to(total.dtype)
+    gt_fov = 2.0 * torch.atan(image_size / (2.0 * batch["K"][..., 1, 1]))
+    cam = (
+        (R - batch["R"]).pow(2).sum((-1, -2))
+        + ((t - batch["t"]) / unit).pow(2).sum(-1)
+        + (predicted_fov(pred) - gt_fov).pow(2)
+    )
+    return total + (cam * vm).sum() / vm.sum().clamp_min(1.0)
+
+
+def predicted_fov(pred: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Predicted vertical field of view ``(B,V)``."""
+    fov = pred["fov"][..., 0]
+    return fov.unsqueeze(1) if fov.dim() == 1 else fov
 
 
 def silhouette_loss(
@@ -243,7 +265,7 @@ class SmilLoss(torch.nn.Module):
         if "keypoints3d" in active:
             out["keypoints3d"] = keypoints3d_loss(body.joints, batch["keypoints3d"], self.jw, self.s.body_unit)
         if "params" in active:
-            out["params"] = params_loss(pred, batch)
+            out["params"] = params_loss(pred, batch, self.s.image_size, self.s.body_unit)
         if "silhouette" in active and "mask" in batch:
             has = batch["has_mask"].bool() & view_mask
             out["silhouette"] = silhouette_loss(

@@ -20,6 +20,7 @@ PREPROCESS_DEFAULTS = {
     "split": [0.8, 0.1, 0.1],
     "seed": 0,
     "skip_bad": False,
+    "border": "shift",
 }
 
 
@@ -89,6 +90,8 @@ def preprocess_args(wildcards):
         s["padding"],
         "--jpeg-quality",
         s["jpeg_quality"],
+        "--border",
+        s["border"],
         "--seed",
         s["seed"],
         "--split",
