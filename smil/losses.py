@@ -83,16 +83,7 @@ def predicted_cameras(pred: dict[str, torch.Tensor], image_size: int) -> tuple[t
 
 def body_forward(body_model, pred: dict[str, torch.Tensor]):
     """Pose the body model with predicted (6D) parameters."""
-    return body_model(
-        betas=pred["betas"],
-        global_rot=pred["global_rot"],
-        joint_rot=pred["joint_rot"],
-        trans=pred["trans"],
-        scale=pred["scale"],
-        joint_log_scales=pred["log_beta_scales"],
-        joint_trans=pred["betas_trans"],
-        rotation_format="6d",
-    )
+    return body_model.forward_params(pred, rotation_format="6d")
 
 
 def keypoints2d_loss(

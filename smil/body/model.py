@@ -260,6 +260,21 @@ class SMILModel(torch.nn.Module):
                 f"got {tuple(x.shape)}"
             )
 
+    def forward_params(self, params: Mapping[str, Tensor], rotation_format: str = "axis_angle") -> BodyOutput:
+        """Pose with parameters named as in datasets and predictions (``smil.data.manifest.PARAM_SHAPES``):
+        ``global_rot, joint_rot, betas, trans, scale, log_beta_scales, betas_trans``; absent ones
+        take their defaults (zeros, identity, unit scale)."""
+        return self(
+            betas=params.get("betas"),
+            global_rot=params["global_rot"],
+            joint_rot=params.get("joint_rot"),
+            trans=params.get("trans"),
+            scale=params.get("scale"),
+            joint_log_scales=params.get("log_beta_scales"),
+            joint_trans=params.get("betas_trans"),
+            rotation_format=rotation_format,
+        )
+
     def forward(
         self,
         betas: Tensor | None,

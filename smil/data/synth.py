@@ -361,15 +361,7 @@ class SyntheticGenerator:
         """Batched float64 body-model forward of stacked params; (B, V, 3) vertices, (B, J, 3) joints."""
         t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in params.items()}
         with torch.no_grad():
-            out = self.model(
-                betas=t["betas"],
-                global_rot=t["global_rot"],
-                joint_rot=t["joint_rot"],
-                trans=t["trans"],
-                scale=t["scale"],
-                joint_log_scales=t["log_beta_scales"],
-                joint_trans=t["betas_trans"],
-            )
+            out = self.model.forward_params(t)
         return out.vertices.numpy(), out.joints.numpy()
 
     def _rest_pose(self) -> tuple[np.ndarray, np.ndarray]:

@@ -168,11 +168,7 @@ def check_ground_truth(
                 continue
             p = _read_params(reader, lo, hi, rows, model)
             with torch.no_grad():
-                joints = model(
-                    betas=p["betas"], global_rot=p["global_rot"], joint_rot=p["joint_rot"],
-                    trans=p["trans"], scale=p["scale"], joint_log_scales=p["log_beta_scales"],
-                    joint_trans=p["betas_trans"],
-                ).joints.numpy()
+                joints = model.forward_params(p).joints.numpy()
             kp3d = np.asarray(h5[S.KEYPOINTS3D][lo:hi], dtype=np.float64)[rows - lo]
             err3d_pa[rows] = pa_joint_distances(joints, kp3d)
             sel = placed[rows]

@@ -63,6 +63,15 @@ def fov_from_intrinsics(K: torch.Tensor, image_size: int) -> torch.Tensor:
     return (2.0 * torch.atan(image_size / (2.0 * K[..., 1, 1]))).unsqueeze(-1)
 
 
+def _override(layout: ParamLayout, vector: torch.Tensor, values: dict[str, torch.Tensor]) -> None:
+    """Overwrite the named blocks of a flat parameter buffer in place."""
+    current = layout.split(vector.clone())
+    for k, v in values.items():
+        if k in current:
+            current[k] = v.to(current[k]).reshape(current[k].shape)
+    vector.copy_(layout.join(current))
+
+
 def _finish_body(parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = dict(parts)
     out["scale"] = torch.exp(out.pop("log_scale")[..., 0])
@@ -91,11 +100,7 @@ class SingleViewRegressor(nn.Module):
 
     def set_initial_params(self, values: dict[str, torch.Tensor]) -> None:
         """Start IEF at given values (e.g. the training set's mean parameters)."""
-        current = self.layout.split(self.init_params.clone())
-        for k, v in values.items():
-            if k in current:
-                current[k] = v.to(current[k]).reshape(current[k].shape)
-        self.init_params.copy_(self.layout.join(current))
+        _override(self.layout, self.init_params, values)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         if images.dim() != 4:
@@ -161,16 +166,9 @@ class MultiViewRegressor(nn.Module):
             nn.init.zeros_(h[-1].bias)
 
     def set_initial_params(self, values: dict[str, torch.Tensor]) -> None:
-        current = self.body_layout.split(self.init_params.clone())
-        for k, v in values.items():
-            if k in current:
-                current[k] = v.to(current[k]).reshape(current[k].shape)
-        self.init_params.copy_(self.body_layout.join(current))
-        cams = self.camera_layout.split(self.init_camera.clone())
-        for k, v in values.items():
-            if k in cams:
-                cams[k] = v.to(cams[k]).reshape(cams[k].shape)
-        self.init_camera.copy_(self.camera_layout.join(cams))
+        """Start at given body values and per-slot cameras (e.g. the training set's means)."""
+        _override(self.body_layout, self.init_params, values)
+        _override(self.camera_layout, self.init_camera, values)
 
     def forward(
         self,

@@ -294,13 +294,16 @@ class Trainer:
             set_learning_rate(self.optimizer, learning_rate(cfg.optim, epoch, step / max(steps, 1)))
             batch = to_device(batch, self.device)
             last_of_group = (step + 1) % cfg.optim.accumulate == 0 or step + 1 == steps
+            # The last group of an epoch may hold fewer micro-batches: average over those it has.
+            group_start = step - step % cfg.optim.accumulate
+            group_size = min(cfg.optim.accumulate, steps - group_start)
             sync = nullcontext() if (last_of_group or not self.info.distributed) else model.no_sync()
             with sync:
                 with self._autocast():
                     pred = run_model(model, batch, cfg.mode)
                 pred = as_float32(pred)
                 total, terms = self.loss(pred, batch, epoch)
-                self.scaler.scale(total / cfg.optim.accumulate).backward()
+                self.scaler.scale(total / group_size).backward()
             if last_of_group:
                 if cfg.optim.grad_clip > 0:
                     self.scaler.unscale_(self.optimizer)
