@@ -106,6 +106,7 @@ def all_targets():
     targets = ["results/models/default.summary.json"]
     targets += expand("results/datasets/{dataset}/dataset.h5", dataset=list(DATASETS))
     targets += expand("results/experiments/{exp}/model.pt", exp=list(EXPERIMENTS))
+    targets += evaluation_targets()
     return targets
 
 
@@ -174,3 +175,217 @@ TRAIN_SHELL = (
     "--set data.dataset={input.dataset} --set body_model={input.body_model} "
     "--set name={wildcards.exp} {params.overrides} > {log} 2>&1"
 )
+
+
+# --- evaluation, inference and report (rules/evaluate.smk, rules/report.smk) -----------------
+
+EVALUATION = {"split": "test", "batch_size": 16, "overlays": 4, "views_ablation": True}
+EVALUATION.update(config.get("evaluation") or {})
+BENCHMARK = {"batch_sizes": [1, 8], "repeats": 10, "warmup": 2}
+BENCHMARK.update(config.get("benchmark") or {})
+INFERENCE = config.get("inference") or {}
+REPORT = {"title": "SMIL pipeline report"}
+REPORT.update(config.get("report") or {})
+
+
+def _check_references():
+    for name, spec in INFERENCE.items():
+        if spec["experiment"] not in EXPERIMENTS:
+            raise ValueError(
+                f"inference '{name}': experiment '{spec['experiment']}' is not in the experiment "
+                f"table ({', '.join(EXPERIMENTS) or 'empty'})"
+            )
+        if ("dataset" in spec) == ("input" in spec):
+            raise ValueError(
+                f"inference '{name}': give exactly one of dataset (a name in the dataset table) "
+                "or input (a path)"
+            )
+        if "dataset" in spec and spec["dataset"] not in DATASETS:
+            raise ValueError(
+                f"inference '{name}': dataset '{spec['dataset']}' is not in the dataset table "
+                f"({', '.join(DATASETS) or 'empty'})"
+            )
+
+
+_check_references()
+
+
+def experiments_with_views_ablation():
+    """Multi-view experiments evaluated with 1..V views too (evaluation.views_ablation)."""
+    return experiments_of_mode("multiview") if EVALUATION["views_ablation"] else []
+
+
+def experiments_without_views_ablation():
+    return [e for e in EXPERIMENTS if e not in experiments_with_views_ablation()]
+
+
+def checked_datasets():
+    """Datasets whose joints are the body model's: smil check-gt can pose them."""
+    return [
+        name
+        for name, spec in DATASETS.items()
+        if not spec.get("joint_names_from_skeleton")
+    ]
+
+
+def evaluation_inputs(wildcards):
+    inputs = experiment_inputs(wildcards)
+    return {
+        "model": f"results/experiments/{wildcards.exp}/model.pt",
+        "dataset": inputs["dataset"],
+        "body_model": inputs["body_model"],
+    }
+
+
+def evaluation_gpus(wildcards):
+    """Evaluation and benchmarks run on one GPU where the experiment trained on GPUs."""
+    return min(experiment_gpus(wildcards), 1)
+
+
+def evaluation_args(wildcards):
+    e = EVALUATION
+    args = [
+        "--split",
+        e["split"],
+        "--batch-size",
+        e["batch_size"],
+        "--overlays",
+        e["overlays"],
+    ]
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def benchmark_args(wildcards):
+    sizes = ",".join(str(int(b)) for b in BENCHMARK["batch_sizes"])
+    args = ["--batch-sizes", sizes, "--repeats", BENCHMARK["repeats"]]
+    args += ["--warmup", BENCHMARK["warmup"], "--split", EVALUATION["split"]]
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def inference_names(overlay):
+    return [n for n, s in INFERENCE.items() if bool(s.get("overlay_video")) == overlay]
+
+
+def inference_inputs(wildcards):
+    spec = INFERENCE[wildcards.run]
+    exp = spec["experiment"]
+    dataset = EXPERIMENTS[exp]["dataset"]
+    source = (
+        f"results/datasets/{spec['dataset']}/dataset.h5"
+        if "dataset" in spec
+        else spec["input"]
+    )
+    inputs = {
+        "model": f"results/experiments/{exp}/model.pt",
+        "source": source,
+        "body_model": body_model_path(DATASETS[dataset].get("body_model", "default")),
+    }
+    for key in ("bboxes", "calibration"):
+        if key in spec:
+            inputs[key] = spec[key]
+    return inputs
+
+
+def inference_args(wildcards, input):
+    spec = INFERENCE[wildcards.run]
+    args = []
+    for key in ("split", "crop", "bbox_padding", "smooth", "fps", "batch_size"):
+        if key in spec:
+            args += [f"--{key.replace('_', '-')}", spec[key]]
+    for key in ("bboxes", "calibration"):
+        if key in spec:
+            args += [f"--{key}", input[key]]
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def inference_gpus(wildcards):
+    return min(
+        int(EXPERIMENTS[INFERENCE[wildcards.run]["experiment"]].get("gpus", 0)), 1
+    )
+
+
+def report_figures():
+    """The cross-experiment figures the results will have data for."""
+    names = ["pck_curves", "per_joint_errors"] if EXPERIMENTS else []
+    if experiments_with_views_ablation():
+        names.append("error_vs_views")
+    return names
+
+
+def eval_file(exp, name):
+    return f"results/experiments/{exp}/eval/{name}"
+
+
+def figure_inputs(wildcards):
+    if wildcards.figure == "error_vs_views":
+        return [
+            eval_file(e, "views_ablation.json")
+            for e in experiments_with_views_ablation()
+        ]
+    files = [eval_file(e, "metrics.json") for e in EXPERIMENTS]
+    if wildcards.figure == "per_joint_errors":
+        files += [eval_file(e, "per_joint.csv") for e in EXPERIMENTS]
+    return files
+
+
+def inference_outputs(run):
+    files = [f"results/inference/{run}/predictions.json"]
+    if INFERENCE[run].get("overlay_video"):
+        files.append(f"results/inference/{run}/overlay.mp4")
+    return files
+
+
+def report_inputs(wildcards):
+    inputs = {
+        "figures": expand(
+            "results/report/figures/{figure}.png", figure=report_figures()
+        ),
+        "models": expand("results/experiments/{exp}/model.pt", exp=list(EXPERIMENTS)),
+        "metrics": [eval_file(e, "metrics.json") for e in EXPERIMENTS],
+        "benchmarks": [eval_file(e, "benchmark.json") for e in EXPERIMENTS],
+        "ablations": [
+            eval_file(e, "views_ablation.json")
+            for e in experiments_with_views_ablation()
+        ],
+        "datasets": expand(
+            "results/datasets/{dataset}/dataset.h5", dataset=list(DATASETS)
+        ),
+        "checks": expand(
+            "results/datasets/{dataset}/check_gt.json", dataset=checked_datasets()
+        ),
+        "inference": [f for run in INFERENCE for f in inference_outputs(run)],
+    }
+    return inputs
+
+
+def report_args(wildcards):
+    args = [
+        "--title",
+        REPORT["title"],
+        "--experiments",
+        *EXPERIMENTS,
+        "--datasets",
+        *DATASETS,
+    ]
+    args += ["--inference", *INFERENCE]
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def figure_experiments(wildcards):
+    names = (
+        experiments_with_views_ablation()
+        if wildcards.figure == "error_vs_views"
+        else list(EXPERIMENTS)
+    )
+    return " ".join(shlex.quote(n) for n in names)
+
+
+def evaluation_targets():
+    targets = [eval_file(e, "metrics.json") for e in EXPERIMENTS]
+    targets += [eval_file(e, "benchmark.json") for e in EXPERIMENTS]
+    targets += expand(
+        "results/datasets/{dataset}/check_gt.json", dataset=checked_datasets()
+    )
+    targets += [f for run in INFERENCE for f in inference_outputs(run)]
+    targets.append("results/report/index.html")
+    return targets
