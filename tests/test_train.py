@@ -171,7 +171,7 @@ def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_ddp_two_processes_match_one_process_on_the_union(tmp_path: Path, tiny_data: dict, repo_root: Path) -> None:
-    cfg = config(tmp_path, tiny_data, optim__epochs=1, data__epoch_fraction=0.25, data__augment=False,
+    cfg = config(tmp_path, tiny_data, optim__epochs=1, data__epoch_fraction=0.2, data__augment=False,
                  loss__weights=MEAN_LOSS, model__head="mlp")
     ddp_out = tmp_path / "ddp"
     proc = torchrun(str(repo_root / "tests" / "ddp_worker.py"), str(cfg), str(ddp_out), "data.batch_size=2",
@@ -190,10 +190,13 @@ def test_ddp_two_processes_match_one_process_on_the_union(tmp_path: Path, tiny_d
 
 def test_resume_after_kill_ends_where_an_uninterrupted_run_ends(tmp_path: Path, tiny_data: dict) -> None:
     cfg = config(tmp_path, tiny_data, optim__epochs=3, log_every=1, data__batch_size=2)
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "smil", "train", "--config", str(cfg), "--out", str(out)]
+
     ref = tmp_path / "ref"
-    fit(cfg, ref)
+    subprocess.run(command(ref), check=True, capture_output=True, timeout=600)
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "smil", "train", "--config", str(cfg), "--out", str(out)]
+    cmd = command(out)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     ckpt = out / "checkpoints" / "last.pt"
     deadline = time.time() + 300

@@ -59,9 +59,14 @@ def synth_args(wildcards):
     return " ".join(shlex.quote(str(a)) for a in args)
 
 
-def ingest_args(wildcards):
+def ingest_args(wildcards, input):
     spec = DATASETS[wildcards.dataset]
-    args = []
+    # Target joints come from the body model, or (SLEAP) from the skeleton's node names.
+    args = (
+        []
+        if spec.get("joint_names_from_skeleton")
+        else ["--body-model", input.body_model]
+    )
     for key in ("joint_map", "group_by", "calibration", "world_unit_m"):
         if key in spec:
             args += [f"--{key.replace('_', '-')}", spec[key]]
@@ -137,9 +142,10 @@ def experiments_of_mode(mode):
 
 
 def smil_version():
-    """The smil package version: training reruns when it changes."""
-    text = open(workflow.source_path("../../smil/__init__.py")).read()
-    return re.search(r'__version__ = "([^"]+)"', text).group(1)
+    """The installed smil package's version: training reruns when it changes."""
+    import smil
+
+    return smil.__version__
 
 
 def experiment_inputs(wildcards):

@@ -35,8 +35,7 @@ rule ingest_replicant:
     params:
         args=ingest_args,
     shell:
-        "smil ingest replicant {input.source} --out {output.manifest} "
-        "--body-model {input.body_model} {params.args} > {log} 2>&1"
+        "smil ingest replicant {input.source} --out {output.manifest} {params.args} > {log} 2>&1"
 
 
 rule ingest_sleap:
@@ -56,8 +55,7 @@ rule ingest_sleap:
     params:
         args=ingest_args,
     shell:
-        "smil ingest sleap {input.source} --out {output.manifest} "
-        "--body-model {input.body_model} {params.args} > {log} 2>&1"
+        "smil ingest sleap {input.source} --out {output.manifest} {params.args} > {log} 2>&1"
 
 
 rule preprocess:
