@@ -107,3 +107,11 @@ def test_unknown_loss_term_is_an_error(tmp_path: Path) -> None:
 def test_value_ranges_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="data.epoch_fraction"):
         load_config(write(tmp_path, {"mode": "singleview", "data": {"epoch_fraction": 0}}))
+
+
+def test_docs_config_reference_matches_the_dataclasses(repo_root: Path) -> None:
+    from smil.config import reference_markdown
+
+    text = (repo_root / "docs" / "model.md").read_text()
+    block = text.split("<!-- BEGIN CONFIG REFERENCE -->\n")[1].split("<!-- END CONFIG REFERENCE -->")[0]
+    assert block == reference_markdown(), "regenerate docs/model.md's table with smil.config.reference_markdown()"
