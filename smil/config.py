@@ -122,7 +122,7 @@ class LossConfig:
         default_factory=list, metadata=_meta("joint names excluded from keypoint losses")
     )
     silhouette_size: int = field(default=64, metadata=_meta("resolution of the rendered silhouette"))
-    silhouette_sigma: float = field(default=1.0, metadata=_meta("soft edge width in pixels"))
+    silhouette_sigma: float = field(default=1.0, metadata=_meta("soft edge width σ in squared pixels (coverage = sigmoid(−d²/σ))"))
 
 
 @dataclass
