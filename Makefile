@@ -27,6 +27,14 @@ test: $(STAMP)
 	@PATH="$(BIN):$$PATH" python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
+# The `slurm` tests against a one-node SLURM cluster started here (root; installs Debian's munge/slurm
+# when missing), stopped again whatever the tests return.
+test-slurm: $(STAMP)
+	bash .ci/slurm/start.sh
+	@PATH="$(BIN):$$PATH" SMIL_SLURM_REQUIRED=1 python -m pytest -m slurm $(PYTEST_ARGS); rc=$$?; \
+	bash .ci/slurm/stop.sh; \
+	if [ $$rc -eq 5 ]; then echo "make test-slurm: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
 lint: $(STAMP)
 	PATH="$(BIN):$$PATH" snakemake --lint
 	PATH="$(BIN):$$PATH" snakefmt --check workflow

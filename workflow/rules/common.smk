@@ -1,12 +1,17 @@
 import json
+import os
 import re
 import shlex
+from pathlib import Path
 
 import yaml
 
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
+
+# envs/*.yaml install this checkout: pip expands ${SMIL_ROOT} in their pip section.
+os.environ["SMIL_ROOT"] = str(Path(workflow.basedir).parent.resolve())
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -171,13 +176,14 @@ def experiment_gpus(wildcards):
 
 
 def launcher(wildcards, resources):
-    """torchrun with one process per GPU (one process on CPU)."""
-    n = max(int(resources.get("gpu", 0) or 0), 1)
-    return f"torchrun --standalone --nproc-per-node {n}"
+    """Nothing for one process; torchrun per GPU on one node; srun/torchrun across nodes."""
+    from smil.cluster import launch_prefix
+
+    return launch_prefix(resources)
 
 
 TRAIN_SHELL = (
-    "{params.launcher} -m smil train --config {input.config} --out {params.out} "
+    "{params.launcher} smil train --config {input.config} --out {params.out} "
     "--set data.dataset={input.dataset} --set body_model={input.body_model} "
     "--set name={wildcards.exp} {params.overrides} > {log} 2>&1"
 )
