@@ -200,3 +200,21 @@ def test_removing_an_experiment_reruns_no_branch(work: Path) -> None:
     _check_common(planned)
     # Only what combines every experiment (figures, the report) may be redone.
     assert [(rule, wc) for rule, wc in planned if any(_branch(wc, cfg))] == []
+
+
+def test_a_new_smil_version_retrains_every_experiment_and_nothing_upstream(work: Path) -> None:
+    """The training rules carry the installed smil version as a parameter: a new release (seen
+    here by making the workflow report another version) retrains, while data are not remade."""
+    common = work / "workflow/rules/common.smk"
+    original = common.read_text()
+    assert "return smil.__version__" in original
+    common.write_text(original.replace("return smil.__version__", 'return smil.__version__ + ".post1"'))
+    try:
+        planned = _planned(work)
+    finally:
+        common.write_text(original)
+    _check_common(planned)
+    cfg = _config(work)
+    assert _jobs_of(planned, "train_", "exp") == set(cfg["experiments"])
+    assert _jobs_of(planned, "synthesize", "dataset") == set()
+    assert _jobs_of(planned, "preprocess", "dataset") == set()
