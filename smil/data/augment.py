@@ -77,12 +77,37 @@ def random_color(rng: np.random.Generator, s: AugmentSettings) -> tuple[float, f
     return tuple(float(1.0 + rng.uniform(-1, 1) * s.color) for _ in range(3))  # type: ignore[return-value]
 
 
-def apply_color(image: np.ndarray, factors: tuple[float, float, float]) -> np.ndarray:
-    """Apply brightness, contrast and saturation factors to a float RGB image in [0, 1]."""
+_LUMA = np.array([0.299, 0.587, 0.114])  # RGB weights of the grey level used for saturation
+
+
+def color_matrix(factors: tuple[float, float, float], mean: float, *, bgr: bool = False) -> np.ndarray:
+    """The 3×4 affine colour map of :func:`apply_color` for an image whose mean value is ``mean``.
+
+    Brightness ``b`` scales the image; contrast ``c`` moves every value towards or away from the
+    (brightened) image mean ``m = b·mean``; saturation ``s`` moves every pixel towards or away from its
+    grey level ``luma·y``. All three are affine, so together they are ``x ↦ c·b·T·x + (1 − c)·m`` with
+    ``T = s·I + (1 − s)·1·lumaᵀ`` (``T·1 = 1`` because the luma weights sum to 1). ``bgr``: for images in
+    OpenCV's channel order.
+    """
     brightness, contrast, saturation = factors
-    out = image * brightness
-    mean = out.mean()
-    out = (out - mean) * contrast + mean
-    gray = out @ np.array([0.299, 0.587, 0.114], dtype=out.dtype)
-    out = (out - gray[..., None]) * saturation + gray[..., None]
+    luma = _LUMA[::-1] if bgr else _LUMA
+    T = saturation * np.eye(3) + (1.0 - saturation) * np.outer(np.ones(3), luma)
+    M = np.empty((3, 4))
+    M[:, :3] = contrast * brightness * T
+    M[:, 3] = (1.0 - contrast) * brightness * mean
+    return M
+
+
+def apply_color(image: np.ndarray, factors: tuple[float, float, float], *, bgr: bool = False) -> np.ndarray:
+    """Apply brightness, contrast and saturation factors (:func:`random_color`) to an RGB image
+    (BGR with ``bgr=True``).
+
+    ``uint8`` images (values 0–255) come back as ``uint8``, rounded and saturated; float images with
+    values in [0, 1] come back as float32 clipped to [0, 1].
+    """
+    if image.dtype == np.uint8:
+        mean = float(np.mean(cv2.mean(image)[:3]))
+        return cv2.transform(image, color_matrix(factors, mean, bgr=bgr))
+    img = np.asarray(image, dtype=np.float32)
+    out = cv2.transform(img, color_matrix(factors, float(img.mean()), bgr=bgr))
     return np.clip(out, 0.0, 1.0)

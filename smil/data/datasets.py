@@ -7,23 +7,38 @@ read the same keys:
 - ``view_mask (V,)`` bool; ``K (V,3,3)``, ``R (V,3,3)``, ``t (V,3)`` for the network input image;
 - ``keypoints2d (V,J,2)`` pixels in the network input image, ``visibility (V,J)``;
 - ``keypoints3d (J,3)`` world units (NaN = missing);
-- ``mask (V,S,S)`` float32 in {0, 1} and ``has_mask (V,)``;
+- ``mask (V,S,S)`` float32 in {0, 1} and ``has_mask (V,)`` (no ``mask`` and ``has_mask`` all False
+  with ``masks=False``);
 - ``params/<name>`` and ``has_<name>`` for every body parameter the file has;
 - ``index`` (sample index in the file) and ``view`` (the stored view of a single-view item, else -1).
 
 Each DataLoader worker opens its own file handle (the reader reopens after a fork) and decodes JPEGs
 itself. Augmentation is drawn from ``(seed, epoch, index)``, so a run is reproducible whatever the
 number of workers.
+
+Speed (``benchmarks/bench_data.py``): the small per-sample arrays (cameras, keypoints, body parameters)
+of the dataset's samples are read into memory once, when the dataset is made, if they fit in
+``cache_bytes`` (shared copy-on-write by forked workers); an item then reads only its JPEG (and PNG
+mask) bytes from the file. Without augmentation, a stored image of the network's size is used as
+decoded (no resampling). Colour augmentation is one ``cv2.transform`` on the uint8 image, and
+normalisation maps uint8 straight to float32. Views that are not used (invalid, or dropped by
+``random_view_subsets``) and absent masks are not decoded: their images and masks are zeros.
+``masks=False`` skips the masks altogether (no ``mask`` key, ``has_mask`` all False) for training
+without a silhouette term.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import cv2
+import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from smil.data import schema as S
 from smil.data.augment import (
     AugmentSettings,
     apply_affine_to_camera,
@@ -34,8 +49,13 @@ from smil.data.augment import (
     transform_points,
     warp,
 )
+from smil.data.images import decode_image, decode_png_mask
 from smil.data.store import DatasetReader, open_dataset
 from smil.errors import DataError
+
+#: Default budget for the in-memory copy of the per-sample arrays (cameras, keypoints, parameters).
+DEFAULT_CACHE_BYTES = 1 << 30
+_CACHED_ARRAYS = (S.K, S.R, S.T, S.KEYPOINTS2D, S.VISIBILITY, S.KEYPOINTS3D)
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -46,11 +66,67 @@ def normalise(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(((image - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1), dtype=np.float32)
 
 
+# uint8 → normalised float32 in one pass per channel: value · scale + offset
+_UINT8_SCALE = (1.0 / (255.0 * IMAGENET_STD)).astype(np.float64)
+_UINT8_OFFSET = (-IMAGENET_MEAN / IMAGENET_STD).astype(np.float64)
+
+
+def normalise_uint8(image: np.ndarray, out: np.ndarray | None = None, *, bgr: bool = False) -> np.ndarray:
+    """RGB ``uint8`` (H,W,3) → normalised (3,H,W) float32; same values as ``normalise(image / 255)``.
+
+    ``out``: an optional C-contiguous (3,H,W) float32 array to write into. ``bgr=True``: ``image`` is in
+    OpenCV's BGR order (the output is RGB all the same).
+    """
+    H, W = image.shape[:2]
+    if out is None:
+        out = np.empty((3, H, W), dtype=np.float32)
+    channels = cv2.split(image)
+    for c, channel in enumerate(channels[::-1] if bgr else channels):
+        res = cv2.addWeighted(channel, float(_UINT8_SCALE[c]), channel, 0.0, float(_UINT8_OFFSET[c]),
+                              dst=out[c], dtype=cv2.CV_32F)
+        if res.ctypes.data != out[c].ctypes.data:  # OpenCV allocated instead of writing in place
+            out[c] = res
+    return out
+
+
 def denormalise(image: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`normalise` for display: (…,3,H,W) → [0, 1]."""
     mean = torch.as_tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
     std = torch.as_tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
     return (image * std + mean).clamp(0, 1)
+
+
+class _PackedBytes:
+    """The (n, V) variable-length byte strings of a dataset column, packed in one uint8 buffer.
+
+    One buffer and one offset table (no Python object per string), so DataLoader workers forked from
+    the process that read it share its pages instead of copying them.
+    """
+
+    def __init__(self, buffer: np.ndarray, offsets: np.ndarray):
+        self.buffer, self.offsets = buffer, offsets  # offsets (n, V + 1): row r view v = [o[r,v], o[r,v+1])
+
+    @classmethod
+    def read(cls, column: h5py.Dataset, indices: np.ndarray, block: int = 4096) -> "_PackedBytes":
+        """Read rows ``indices`` (ascending) of ``column`` in blocks of ``block`` rows."""
+        V = column.shape[1]
+        parts: list[np.ndarray] = []
+        lengths = np.zeros((len(indices), V), dtype=np.int64)
+        for start in range(0, len(indices), block):
+            sel = indices[start : start + block]
+            rows = column[int(sel[0]) : int(sel[-1]) + 1][sel - sel[0]]
+            for k, row in enumerate(rows):
+                for v, blob in enumerate(row):
+                    lengths[start + k, v] = len(blob)
+                    parts.append(np.asarray(blob, dtype=np.uint8))
+        buffer = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
+        ends = np.cumsum(lengths.ravel()).reshape(lengths.shape)
+        offsets = np.concatenate([ends[:, :1] - lengths[:, :1], ends], axis=1)
+        return cls(buffer, offsets)
+
+    def get(self, row: int, view: int) -> np.ndarray:
+        o = self.offsets[row]
+        return self.buffer[o[view] : o[view + 1]]
 
 
 class _StoreDataset(Dataset):
@@ -62,6 +138,8 @@ class _StoreDataset(Dataset):
         augment: bool = False,
         settings: AugmentSettings | None = None,
         seed: int = 0,
+        masks: bool = True,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.reader: DatasetReader = (
             path_or_reader if isinstance(path_or_reader, DatasetReader) else open_dataset(path_or_reader)
@@ -75,8 +153,14 @@ class _StoreDataset(Dataset):
         self.settings = settings or AugmentSettings()
         self.seed = seed
         self.epoch = 0
+        self.masks = bool(masks)
         self.joint_names = self.reader.joint_names
         self.camera_names = self.reader.camera_names
+        self._columns: tuple[h5py.File, h5py.Dataset, h5py.Dataset] | None = None
+        self._base = resize_affine(self.reader.image_size, self.image_size)  # stored image → network input
+        self._stored_size_is_input = tuple(self.reader.image_size) == (self.image_size, self.image_size)
+        self._path = str(self.reader.path)
+        self._cache = self._load_cache(int(cache_bytes))
 
     def set_epoch(self, epoch: int) -> None:
         """Augmentation of the next pass depends on the epoch (call from every worker's parent)."""
@@ -85,52 +169,167 @@ class _StoreDataset(Dataset):
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, int(index)])
 
-    def _views(self, sample: dict[str, Any], views: list[int], rng: np.random.Generator | None) -> dict[str, Any]:
-        """Prepare the given stored views of a sample for the network."""
-        S = self.image_size
-        base = resize_affine(self.reader.image_size, S)
+    # -- reading ---------------------------------------------------------------------------------
+    def _load_cache(self, budget: int) -> dict[str, Any] | None:
+        """Memory copies for ``self.indices``: the per-sample arrays when they fit in ``budget``, and
+        the image (and mask) bytes as well when the whole file does. None when nothing fits."""
+        r = self.reader
+        names = list(_CACHED_ARRAYS) + [S.param_path(n) for n in r.param_names]
+        h5 = r.h5
+        row_bytes = sum(int(np.prod(h5[n].shape[1:])) * h5[n].dtype.itemsize for n in names)
+        if len(self.indices) == 0 or row_bytes * len(r) > budget:
+            return None
+        row = np.full(len(r), -1, dtype=np.int64)
+        row[self.indices] = np.arange(len(self.indices))
+        cache: dict[str, Any] = {"row": row, "images": None, "masks": None}
+        try:
+            cache["arrays"] = {n: h5[n][:][self.indices] for n in names}
+            if os.path.getsize(r.path) <= budget:
+                cache["images"] = _PackedBytes.read(h5[S.IMAGES], self.indices)
+                if self.masks:
+                    cache["masks"] = _PackedBytes.read(h5[S.MASKS], self.indices)
+        except OSError as exc:
+            raise DataError(f"cannot read the per-sample arrays ({exc}); the file may be truncated or corrupt",
+                            path=r.path) from None
+        return cache
+
+    def _byte_columns(self) -> tuple[h5py.Dataset, h5py.Dataset]:
+        """This process's image and mask columns (resolved once per file handle)."""
+        h5 = self.reader.h5  # the reader reopens it after a fork
+        if self._columns is None or self._columns[0] is not h5:
+            self._columns = (h5, h5[S.IMAGES], h5[S.MASKS])
+        return self._columns[1], self._columns[2]
+
+    def _read_bytes(self, idx: int, row: int, name: str, used: np.ndarray) -> list[Any]:
+        """The V byte strings of ``name`` ("images" or "masks") of sample ``idx``; ``b""`` where not ``used``."""
+        packed = self._cache[name] if self._cache is not None else None
+        if packed is not None:
+            return [packed.get(row, v) if u else b"" for v, u in enumerate(used)]
+        column = self._byte_columns()[0 if name == "images" else 1]
+        try:
+            blobs = column[idx]
+        except OSError as exc:
+            raise DataError(f"cannot read sample {idx} ({exc}); the file may be truncated or corrupt",
+                            path=self.reader.path) from None
+        return [b if u else b"" for b, u in zip(blobs, used)]
+
+    def _sample(self, idx: int, used: np.ndarray) -> dict[str, Any]:
+        """Sample ``idx`` as :meth:`DatasetReader.get_sample` gives it, with ``image_bytes`` and
+        ``mask_bytes`` (V each; ``b""`` for views not in ``used``, absent masks and ``masks=False``)."""
+        r = self.reader
+        if self._cache is None:
+            sample = r.get_sample(idx, decode_images=False, masks=False)
+            sample["image_bytes"] = [b if u else b"" for b, u in zip(sample["image_bytes"], used)]
+            row = -1
+        else:
+            row = int(self._cache["row"][idx])
+            a = self._cache["arrays"]
+            sample = {
+                "index": idx,
+                "view_valid": r.view_valid[idx].copy(),
+                "has_mask": r.has_mask[idx].copy(),
+                "K": a[S.K][row], "R": a[S.R][row], "t": a[S.T][row],
+                "keypoints2d": a[S.KEYPOINTS2D][row], "visibility": a[S.VISIBILITY][row],
+                "keypoints3d": a[S.KEYPOINTS3D][row],
+                "params": {n: a[S.param_path(n)][row] for n in r.param_names},
+                "has_params": {n: bool(r.has_params[n][idx]) for n in r.param_names},
+            }
+            sample["image_bytes"] = self._read_bytes(idx, row, "images", used)
+        with_mask = used & r.has_mask[idx] if self.masks else np.zeros_like(used)
+        sample["mask_bytes"] = (
+            self._read_bytes(idx, row, "masks", with_mask) if with_mask.any() else [b""] * len(used)
+        )
+        return sample
+
+    # -- preparing -------------------------------------------------------------------------------
+    def _views(
+        self, sample: dict[str, Any], views: list[int], used: np.ndarray, rng: np.random.Generator | None
+    ) -> dict[str, np.ndarray]:
+        """Prepare the given stored views of a sample for the network (images only where ``used``).
+
+        Geometry comes back float32 except under a warp (float64, cast by :meth:`_item`)."""
+        size = self.image_size
+        n = len(views)
+        base = self._base
         color = random_color(rng, self.settings) if rng is not None else None
-        out: dict[str, list[np.ndarray]] = {k: [] for k in ("image", "K", "R", "t", "keypoints2d", "visibility", "mask")}
-        for v in views:
-            A = base if rng is None else random_similarity(rng, S, self.settings) @ base
-            img = warp(sample["images"][v], A, S).astype(np.float32) / 255.0
-            if color is not None:
-                img = apply_color(img, color)
-            K, R, t = apply_affine_to_camera(A, sample["K"][v].astype(np.float64), sample["R"][v].astype(np.float64), sample["t"][v].astype(np.float64))
-            kp = transform_points(sample["keypoints2d"][v].astype(np.float64), A)
-            vis = sample["visibility"][v].copy()
-            inside = np.isfinite(kp).all(-1) & (kp >= -0.5).all(-1) & (kp <= S - 0.5).all(-1)
-            vis = np.where(inside, vis, 0.0)
-            out["image"].append(normalise(img))
-            out["K"].append(K)
-            out["R"].append(R)
-            out["t"].append(t)
-            out["keypoints2d"].append(np.nan_to_num(kp))
-            out["visibility"].append(vis)
-            out["mask"].append((warp(sample["masks"][v], A, S, is_mask=True) > 127).astype(np.float32))
-        return {k: np.stack(v) for k, v in out.items()}
+        affines = [base if rng is None else random_similarity(rng, size, self.settings) @ base for _ in views]
+        # without augmentation at the stored size the warp is the identity: use the stored pixels as they are
+        plain = rng is None and self._stored_size_is_input
+        where = f"{self._path}[{sample['index']}]"
+        image = np.empty((n, 3, size, size), dtype=np.float32)
+        mask = np.zeros((n, size, size), dtype=np.float32) if self.masks else None
+        for k, (v, A) in enumerate(zip(views, affines)):
+            data = sample["image_bytes"][v]
+            if used[k] and len(data):
+                img = decode_image(data, path=where, rgb=False)  # BGR: no colour conversion needed
+                if not plain:
+                    img = warp(img, A, size)
+                if color is not None:
+                    img = apply_color(img, color, bgr=True)
+                normalise_uint8(img, out=image[k], bgr=True)
+            else:
+                image[k] = 0.0
+            if mask is not None and len(sample["mask_bytes"][v]):
+                m = decode_png_mask(sample["mask_bytes"][v], path=where)
+                if not plain:
+                    m = warp(m, A, size, is_mask=True)
+                np.greater(m, 127, out=mask[k], casting="unsafe")
+        if plain:
+            K, R, t = sample["K"][views], sample["R"][views], sample["t"][views]
+            kp = sample["keypoints2d"][views]
+        else:
+            cams = [
+                apply_affine_to_camera(A, sample["K"][v].astype(np.float64), sample["R"][v].astype(np.float64),
+                                       sample["t"][v].astype(np.float64))
+                for v, A in zip(views, affines)
+            ]
+            K, R, t = (np.stack([c[i] for c in cams]) for i in range(3))
+            kp = np.stack([transform_points(sample["keypoints2d"][v].astype(np.float64), A)
+                           for v, A in zip(views, affines)])
+        # NaN (unknown) fails both comparisons, so unknown points count as outside
+        inside = ((kp >= -0.5) & (kp <= size - 0.5)).all(-1)
+        out = {
+            "image": image,
+            "K": K,
+            "R": R,
+            "t": t,
+            "keypoints2d": np.where(np.isnan(kp), kp.dtype.type(0.0), kp),
+            "visibility": np.where(inside, sample["visibility"][views], np.float32(0.0)),
+        }
+        if mask is not None:
+            out["mask"] = mask
+        return out
 
     def _item(self, sample: dict[str, Any], views: list[int], valid: np.ndarray, view: int) -> dict[str, torch.Tensor]:
         rng = self._rng(sample["index"] * 64 + max(view, 0)) if self.augment else None
-        prepared = self._views(sample, views, rng)
+        prepared = self._views(sample, views, valid, rng)
+        has_mask = sample["has_mask"][views] & valid
+        f32 = np.float32
         item: dict[str, Any] = {
             "image": prepared["image"],
             "view_mask": valid,
-            "K": prepared["K"].astype(np.float32),
-            "R": prepared["R"].astype(np.float32),
-            "t": prepared["t"].astype(np.float32),
-            "keypoints2d": prepared["keypoints2d"].astype(np.float32),
-            "visibility": (prepared["visibility"] * valid[:, None]).astype(np.float32),
-            "keypoints3d": sample["keypoints3d"].astype(np.float32),
-            "mask": prepared["mask"],
-            "has_mask": sample["has_mask"][views] & valid,
-            "index": np.int64(sample["index"]),
-            "view": np.int64(view),
+            "K": prepared["K"].astype(f32, copy=False),
+            "R": prepared["R"].astype(f32, copy=False),
+            "t": prepared["t"].astype(f32, copy=False),
+            "keypoints2d": prepared["keypoints2d"].astype(f32, copy=False),
+            "visibility": (prepared["visibility"] * valid[:, None]).astype(f32, copy=False),
+            "keypoints3d": sample["keypoints3d"].astype(f32),  # a copy: never share the cache
+            "has_mask": has_mask if self.masks else np.zeros_like(has_mask),
+            "index": np.asarray(sample["index"], dtype=np.int64),
+            "view": np.asarray(view, dtype=np.int64),
         }
+        if "mask" in prepared:
+            item["mask"] = prepared["mask"]
         for name, value in sample["params"].items():
-            item[f"params/{name}"] = np.asarray(value, dtype=np.float32)
-            item[f"has_{name}"] = np.bool_(sample["has_params"][name])
-        return {k: torch.as_tensor(v) for k, v in item.items()}
+            item[f"params/{name}"] = np.array(value, dtype=f32)  # a copy: never share the cache
+            item[f"has_{name}"] = np.asarray(sample["has_params"][name], dtype=bool)
+        # every value is a fresh, writable array: from_numpy is several times cheaper than as_tensor
+        return {k: torch.from_numpy(v) for k, v in item.items()}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_columns"] = None  # h5py objects belong to one process
+        return state
 
 
 class SingleViewDataset(_StoreDataset):
@@ -154,7 +353,9 @@ class SingleViewDataset(_StoreDataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         idx, view = self.pairs[i]
-        sample = self.reader.get_sample(idx)
+        used = np.zeros(self.reader.num_views, dtype=bool)
+        used[view] = True
+        sample = self._sample(idx, used)
         return self._item(sample, [view], np.array([True]), view)
 
 
@@ -185,8 +386,7 @@ class MultiViewDataset(_StoreDataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         idx = int(self.indices[i])
-        sample = self.reader.get_sample(idx)
-        valid = sample["view_valid"].astype(bool).copy()
+        valid = self.reader.view_valid[idx].astype(bool).copy()
         if self.random_view_subsets:
             rng = np.random.default_rng([self.seed, self.epoch, idx, 7])
             real = np.flatnonzero(valid)
@@ -196,20 +396,24 @@ class MultiViewDataset(_StoreDataset):
             valid = np.zeros_like(valid)
             valid[keep] = True
         V = len(valid)
-        item = self._item(sample, list(range(V)), valid, -1)
-        item["image"] = item["image"] * torch.as_tensor(valid, dtype=torch.float32).view(V, 1, 1, 1)
-        return item
+        sample = self._sample(idx, valid)
+        return self._item(sample, list(range(V)), valid, -1)  # unused views' images are zeros
 
 
-def create_dataset(mode: str, path: Any, split: str | None, cfg_data: Any, *, train: bool, seed: int = 0) -> Dataset:
-    """The dataset a trainer uses for ``mode`` from a :class:`smil.config.DataConfig`."""
+def create_dataset(
+    mode: str, path: Any, split: str | None, cfg_data: Any, *, train: bool, seed: int = 0, masks: bool = True
+) -> Dataset:
+    """The dataset a trainer uses for ``mode`` from a :class:`smil.config.DataConfig`.
+
+    ``masks=False`` (e.g. when no loss uses silhouettes) skips decoding and shipping the masks.
+    """
     settings = AugmentSettings(
         scale=cfg_data.aug_scale,
         rotation_deg=cfg_data.aug_rotation_deg,
         translate=cfg_data.aug_translate,
         color=cfg_data.aug_color,
     )
-    common = dict(augment=train and cfg_data.augment, settings=settings, seed=seed)
+    common = dict(augment=train and cfg_data.augment, settings=settings, seed=seed, masks=masks)
     if mode == "singleview":
         return SingleViewDataset(path, split, cfg_data.image_size, expand_views=cfg_data.expand_views, **common)
     return MultiViewDataset(
