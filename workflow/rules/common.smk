@@ -11,7 +11,7 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 # envs/*.yaml install this checkout: pip expands ${SMIL_ROOT} in their pip section.
-os.environ["SMIL_ROOT"] = str(Path(workflow.basedir).parent.resolve())
+os.environ.update(SMIL_ROOT=str(Path(workflow.basedir).parent.resolve()))
 
 
 validate(config, schema="../schemas/config.schema.yaml")
