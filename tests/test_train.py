@@ -211,3 +211,14 @@ def test_resume_after_kill_ends_where_an_uninterrupted_run_ends(tmp_path: Path, 
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming from" in again.stderr
     assert_same_weights(weights(ref / "model.pt"), weights(out / "model.pt"))
+
+
+def test_silhouette_term_trains_with_masks_loaded_only_when_needed(tmp_path: Path, tiny_data: dict) -> None:
+    cfg = config(tmp_path, tiny_data, optim__epochs=1, data__epoch_fraction=0.2, loss__silhouette_size=32)
+    plain = Trainer(load_config(cfg), tmp_path / "plain")
+    plain.setup()
+    assert "mask" not in plain.train_ds[0]
+    out = tmp_path / "sil"
+    fit(cfg, out, "loss.curriculum={0: {silhouette: 0.1}}")
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert float(rows[0]["train/silhouette"]) > 0

@@ -150,10 +150,15 @@ class Trainer:
         self.body = SMILModel.from_file(cfg.body_model).to(self.device)
         for p in self.body.parameters():
             p.requires_grad_(False)
-        self.train_ds = create_dataset(cfg.mode, cfg.data.dataset, "train", cfg.data, train=True, seed=cfg.seed)
+        # Masks are decoded only when some epoch's loss uses silhouettes.
+        stages = [cfg.loss.weights, *cfg.loss.curriculum.values()]
+        masks = any(stage.get("silhouette", 0.0) > 0 for stage in stages)
+        self.train_ds = create_dataset(
+            cfg.mode, cfg.data.dataset, "train", cfg.data, train=True, seed=cfg.seed, masks=masks
+        )
         val_path = cfg.data.val_dataset or cfg.data.dataset
         val_split = None if cfg.data.val_dataset else "val"
-        self.val_ds = create_dataset(cfg.mode, val_path, val_split, cfg.data, train=False, seed=cfg.seed)
+        self.val_ds = create_dataset(cfg.mode, val_path, val_split, cfg.data, train=False, seed=cfg.seed, masks=masks)
         reader = self.train_ds.reader
         if list(reader.joint_names) != list(self.body.joint_names):
             raise DataError(
