@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import codecs
 import collections
-import hashlib
 import importlib
 import io
 import pickle
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from smil.errors import ModelFileError, UnsafePickleError
-from smil.io_utils import atomic_path
+from smil.io_utils import atomic_path, file_sha256
 
 __all__ = [
     "REQUIRED_KEYS",
@@ -505,14 +504,10 @@ def save_model(path: str | Path, data: Mapping[str, Any]) -> None:
 
 def model_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes (what checkpoints record to pin their body model)."""
-    h = hashlib.sha256()
     try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        return file_sha256(path)
     except FileNotFoundError:
         raise ModelFileError("no such file", path=path) from None
     except OSError as exc:
         raise ModelFileError(f"cannot read ({exc.strerror or exc})", path=path) from None
-    return h.hexdigest()
 

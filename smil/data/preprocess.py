@@ -25,10 +25,8 @@ counts and reasons. The output appears only when complete (``DatasetWriter``).
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import multiprocessing
-import sys
 import time
 from collections import Counter, OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -44,7 +42,8 @@ from smil.data.manifest import PARAM_SHAPES, ManifestHeader, SampleRecord, ViewR
 from smil.data.splits import DEFAULT_FRACTIONS, parse_fractions, split_by_group, split_sizes
 from smil.data.store import DatasetWriter, StoredSample
 from smil.errors import ConfigError, DataError
-from smil.io_utils import write_json_atomic
+from smil.progress import Progress
+from smil.io_utils import file_sha256, write_json_atomic
 
 SUMMARY_NAME = "preprocess_summary.json"
 MAX_LISTED_SKIPS = 1000
@@ -321,48 +320,6 @@ def _manifest_lines(path: Path) -> Iterator[tuple[int, str]]:
                 yield lineno, text
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-class _Progress:
-    """tqdm on a terminal; otherwise a plain log line at every 10 % (at most one per 5 s) and at the end."""
-
-    def __init__(self, total: int, enabled: bool | None, desc: str = "preprocess"):
-        self.total, self.count = total, 0
-        self.t0 = self._last = time.monotonic()
-        tty = sys.stderr.isatty() if enabled is None else enabled
-        self._quiet = enabled is False
-        self._bar = None
-        if tty and not self._quiet:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, desc=desc, unit="sample", file=sys.stderr)
-        self._every = max(1, -(-total // 10))
-
-    def update(self) -> None:
-        self.count += 1
-        if self._bar is not None:
-            self._bar.update(1)
-            return
-        if self._quiet:
-            return
-        now = time.monotonic()
-        final = self.count == self.total
-        if final or (self.count % self._every == 0 and now - self._last >= 5.0):
-            self._last = now
-            rate = self.count / max(now - self.t0, 1e-9)
-            print(f"preprocess: {self.count}/{self.total} samples ({rate:.1f}/s)", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
 def preprocess(
     manifest: str | Path,
     output: str | Path,
@@ -382,13 +339,13 @@ def preprocess(
     t0 = time.perf_counter()
     header = read_manifest_header(manifest)
     total = sum(1 for _ in _manifest_lines(manifest))
-    recorded = {**settings.recorded(), "manifest": manifest.name, "manifest_sha256": _file_sha256(manifest)}
+    recorded = {**settings.recorded(), "manifest": manifest.name, "manifest_sha256": file_sha256(manifest)}
     skipped: list[dict[str, Any]] = []
     reasons: Counter[str] = Counter()
     reduce_counts: Counter[int] = Counter()
     groups: list[str] = []
     views_written = masks_written = 0
-    bar = _Progress(total, progress)
+    bar = Progress(total, progress, "preprocess")
     pool = None
     local: SampleProcessor | None = None
     try:

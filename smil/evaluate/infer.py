@@ -30,12 +30,10 @@ from __future__ import annotations
 import abc
 import collections
 import contextlib
-import hashlib
 import json
 import math
 import re
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -48,6 +46,8 @@ from smil import __version__
 from smil.data.crop import CropBox, crop_affine, crop_and_resize, full_frame_box, square_box
 from smil.data.datasets import normalise
 from smil.data.images import decode_image, read_bytes
+from smil.io_utils import file_sha256
+from smil.progress import Progress
 from smil.errors import ConfigError, DataError, SmilError
 from smil.evaluate.inference import TrainedModel, decode, iterate_dataset, load_trained, run_network
 from smil.evaluate.smoothing import SmoothingSettings, smooth_parameters
@@ -115,44 +115,6 @@ class InferOptions:
 def natural_key(name: str) -> list[Any]:
     """Sort key comparing digit runs as numbers: ``frame2`` before ``frame10``."""
     return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", name)]
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-class _Progress:
-    """tqdm on a terminal; otherwise a plain line about every 10 % (at most one per 5 s) and at the end."""
-
-    def __init__(self, total: int | None, enabled: bool | None, desc: str):
-        self.total, self.count, self.desc = total, 0, desc
-        self.t0 = self._last = time.monotonic()
-        self._quiet = enabled is False
-        self._bar = None
-        if (sys.stderr.isatty() if enabled is None else enabled) and not self._quiet:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, desc=desc, unit="frame", file=sys.stderr)
-
-    def update(self, n: int = 1) -> None:
-        self.count += n
-        if self._bar is not None:
-            self._bar.update(n)
-            return
-        now = time.monotonic()
-        if not self._quiet and now - self._last >= 5.0:
-            self._last = now
-            of = f"/{self.total}" if self.total else ""
-            rate = self.count / max(now - self.t0, 1e-9)
-            print(f"{self.desc}: {self.count}{of} frames ({rate:.1f}/s)", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 def _warn(message: str) -> None:
@@ -707,7 +669,7 @@ def predict(trained: TrainedModel, source: Source, batch_size: int, progress: bo
     V = len(source.view_names)
     Vb = V if source.body_per_view else 1
     items: list[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = []
-    bar = _Progress(source.expected_frames(), progress, "infer")
+    bar = Progress(source.expected_frames(), progress, "infer", unit="frame")
     last_row = -1
     for batch in source.batches(trained, batch_size):
         out = _to_numpy(run_network(trained, batch.inputs))
@@ -957,7 +919,7 @@ def decode_all(trained: TrainedModel, preds: Predictions, source: Source, geom: 
     frame_numbers = source.frame_numbers(F)
     writer = OverlayWriter(overlay, source.fps or 10.0, list(trained.body.parents), faces) if overlay else None
     frames_iter = source.overlay_frames() if overlay else None
-    bar = _Progress(F, progress, "decode")
+    bar = Progress(F, progress, "decode", unit="frame")
     try:
         for lo in range(0, F, batch_size):
             rows = slice(lo, min(lo + batch_size, F))

@@ -49,14 +49,10 @@ def _colour(i: int) -> str:
 
 
 def _style(ax: Any) -> None:
-    ax.tick_params(labelsize=FONT_PT - 1, width=0.6, length=2.5)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    for side in ("left", "bottom"):
-        ax.spines[side].set_linewidth(0.6)
-    ax.xaxis.label.set_size(FONT_PT)
-    ax.yaxis.label.set_size(FONT_PT)
-    ax.title.set_size(FONT_PT)
+    """The evaluation figures' axis style, plus a light grid for comparing experiments."""
+    from smil.evaluate.figures import _style as base_style
+
+    base_style(ax)
     ax.grid(True, lw=0.3, alpha=0.5)
 
 
