@@ -61,8 +61,8 @@ def _merge_state(state: Any) -> dict:
     return dict(state) if isinstance(state, dict) else {}
 
 
-class _ChumpyStandIn:
-    """An unpickled chumpy object: remembers its class name and state, runs nothing."""
+class _StandIn:
+    """An unpickled foreign object: remembers its class name and state, runs nothing."""
 
     __slots__ = ("cls_name", "state")
 
@@ -74,17 +74,16 @@ class _ChumpyStandIn:
         self.state.update(_merge_state(state))
 
 
-class _SparseStandIn:
+class _ChumpyStandIn(_StandIn):
+    """An unpickled chumpy object; its array is taken from its ``x`` state."""
+
+    __slots__ = ()
+
+
+class _SparseStandIn(_StandIn):
     """An unpickled scipy sparse matrix: its state is kept and converted to a dense array."""
 
-    __slots__ = ("cls_name", "state")
-
-    def __init__(self, cls_name: str):
-        self.cls_name = cls_name
-        self.state: dict = {}
-
-    def __setstate__(self, state: Any) -> None:
-        self.state.update(_merge_state(state))
+    __slots__ = ()
 
 
 def _stand_in_factory(kind: type, cls_name: str) -> type:
