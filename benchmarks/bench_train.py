@@ -56,7 +56,7 @@ sys.path.insert(0, str(REPO))
 
 from smil.config import TrainConfig, load_config  # noqa: E402
 from smil.losses import SmilLoss, curriculum_weights  # noqa: E402
-from smil.train.loop import Trainer, as_float32, run_model, to_device  # noqa: E402
+from smil.train.loop import Trainer, as_float32, run_model  # noqa: E402
 from smil.train.schedule import backbone_frozen, set_backbone_trainable, set_learning_rate  # noqa: E402
 
 DEFAULT_CONFIGS = ("config/experiments/tiny_singleview.json", "config/experiments/tiny_multiview.json")
@@ -151,7 +151,7 @@ def prefetch(trainer: Trainer, count: int, epoch: int) -> list[dict[str, torch.T
         trainer.train_ds.set_epoch(e)
         for batch in trainer.loader:
             if batch["image"].shape[0] == trainer.cfg.data.batch_size:
-                batches.append(to_device(batch, trainer.device))
+                batches.append(trainer.prepare(batch))
             if len(batches) == count:
                 break
         e += 1

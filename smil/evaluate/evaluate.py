@@ -23,8 +23,11 @@ What is compared where ("seen" views are the ones the network was given; all val
 - ``reprojection``: predicted 3D joints through the *ground-truth* cameras of every valid view (seen
   or not), vs the 2D keypoints: the multi-view reprojection error (for a single-view item, the 2D error
   given the true camera).
-- ``keypoints3d``: predicted joints vs stored 3D keypoints in the world frame (MPJPE) and after
-  similarity alignment (PA-MPJPE), in world units and mm (``world_unit_m``).
+- ``keypoints3d``: predicted joints vs stored 3D keypoints in the model's frame (MPJPE) and after
+  similarity alignment (PA-MPJPE), in world units and mm (``world_unit_m``). Multi-view models predict
+  in the world frame of the rig; single-view models in the frame of the view
+  (:mod:`smil.train.view_frame`), so their MPJPE includes the depth of the animal from the camera and
+  their ground-truth camera is the canonical one (identity rotation, centred principal point).
 - ``mesh``: PA-MPVPE against the body posed with the ground-truth parameters (samples with
   ``global_rot`` and ``joint_rot``).
 - ``silhouette``: IoU of the hard-rasterised predicted mesh (predicted camera, network image) and the

@@ -20,6 +20,7 @@ from smil.errors import SmilError
 from smil.losses import body_forward, predicted_cameras
 from smil.models.regressor import RegressorSpec, create_regressor
 from smil.train.checkpoint import check_compatible, load_model_record
+from smil.train.view_frame import to_view_frame
 
 
 @dataclass
@@ -42,6 +43,11 @@ class TrainedModel:
     @property
     def joint_names(self) -> list[str]:
         return list(self.record["joint_names"])
+
+    @property
+    def view_frame(self) -> bool:
+        """Whether the model predicts in the view frame (single-view models; older files: world)."""
+        return self.record.get("target_frame", "world") == "view"
 
 
 def load_trained(path: str | Path, body_model: str | Path | None = None, device: str | torch.device = "cpu") -> TrainedModel:
@@ -119,7 +125,7 @@ def decode(trained: TrainedModel, pred: dict[str, Any]) -> dict[str, np.ndarray]
 def iterate_dataset(
     trained: TrainedModel, dataset_path: str | Path, split: str | None, batch_size: int = 16, num_workers: int = 0
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches of a dataset split as the model sees them (no augmentation)."""
+    """Batches of a dataset split as the model sees them (no augmentation; targets in the model's frame)."""
     from smil.config import DataConfig
     from smil.data.datasets import create_dataset
 
@@ -129,4 +135,5 @@ def iterate_dataset(
         check_compatible(trained.record, trained.path, joint_names=ds.joint_names, rig=ds.camera_names)
     else:
         check_compatible(trained.record, trained.path, joint_names=ds.joint_names)
-    yield from DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    for batch in DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers):
+        yield to_view_frame(batch, trained.body, trained.image_size) if trained.view_frame else batch

@@ -74,6 +74,8 @@ def model_record(
         "body_model_sha256": body_model.sha256 or "",
         "joint_names": list(body_model.joint_names),
         "rig": list(spec.rig),
+        # single-view models predict in the frame of the view (smil.train.view_frame)
+        "target_frame": "view" if spec.mode == "singleview" else "world",
         "data_fingerprints": dict(data_fingerprints),
         "extra": extra or {},
     }

@@ -47,6 +47,7 @@ from smil.train.checkpoint import (
     save_atomic,
 )
 from smil.train.mean_params import body_unit, mean_parameters
+from smil.train.view_frame import to_view_frame
 from smil.train.schedule import (
     backbone_frozen,
     learning_rate,
@@ -280,6 +281,13 @@ class Trainer:
             self.ddp_frozen = frozen
         return self.ddp
 
+    def prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A loader batch as the loss sees it: on the device, single-view targets in the view frame."""
+        batch = to_device(batch, self.device)
+        if self.cfg.mode == "singleview":
+            batch = to_view_frame(batch, self.body, self.cfg.data.image_size)
+        return batch
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg
         frozen = backbone_frozen(cfg.model.freeze_backbone, cfg.model.unfreeze_epoch, epoch)
@@ -297,7 +305,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(self.loader):
             set_learning_rate(self.optimizer, learning_rate(cfg.optim, epoch, step / max(steps, 1)))
-            batch = to_device(batch, self.device)
+            batch = self.prepare(batch)
             last_of_group = (step + 1) % cfg.optim.accumulate == 0 or step + 1 == steps
             # The last group of an epoch may hold fewer micro-batches: average over those it has.
             group_start = step - step % cfg.optim.accumulate
@@ -332,7 +340,7 @@ class Trainer:
         loader = self._loader(self.val_ds, None) if len(self.val_ds) else []
         err_sum, err_n, loss_sum, batches = 0.0, 0, 0.0, 0
         for batch in loader:
-            batch = to_device(batch, self.device)
+            batch = self.prepare(batch)
             pred = run_model(self.model, batch, self.cfg.mode)
             total, _ = self.loss(pred, batch, epoch)
             s, n = keypoint_error_px(self.body, pred, batch, self.cfg.data.image_size)
