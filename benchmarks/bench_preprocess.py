@@ -2,24 +2,38 @@
 
 Usage::
 
-    python benchmarks/bench_preprocess.py [--repeats 3] [--synthetic-samples 150] [--image-size 256]
+    python benchmarks/bench_preprocess.py [--repeats 3] [--inputs replicant,synthetic,smil-synth]
+        [--synthetic-samples 150] [--smil-synth-samples 256] [--image-size 256] [--smil-synth-image-size 224]
 
-Two inputs, each measured in the same run against its own reference:
+Three inputs (built in a temporary folder, not timed), each measured in the same run against its own
+references:
 
 * ``replicant``: the real replicAnt renders in ``$SMIL_FIXTURES/replicant/replicAnt-x-SMIL-demo``
-  (20 × 1024² JPEG), ingested with ``smil.data.replicant.ingest_replicant`` (not timed);
-* ``synthetic``: a manifest built here in a temporary folder from generated 1280×960 JPEG images
-  (textured background, an ellipse "animal" of varying size, 24 keypoints; not timed).
+  (20 × 1024² JPEG, no masks), ingested with ``smil.data.replicant.ingest_replicant``;
+* ``synthetic``: generated 1280×960 JPEG images (textured background, an ellipse "animal" of varying
+  size, 24 keypoints, no masks);
+* ``smil-synth``: ``smil synth`` output, as ``bench_data.py`` builds it: ``write_synthetic_dataset`` with
+  the default body model, 256² images with silhouette masks and full ground-truth body parameters,
+  one view; stored at ``--smil-synth-image-size`` (224).
 
-The reference ("bare") loop reads each image file, decodes it at full size with ``cv2.imdecode``,
-cuts the same square crop ``smil preprocess`` uses, resizes it with ``INTER_AREA`` and encodes it as
-JPEG at the same quality — nothing else. ``smil preprocess`` is timed end to end (manifest parsing,
-crop planning, decoding, encoding, HDF5 writes, splits, summary), once as shipped (JPEGs decoded at
-1/2, 1/4 or 1/8 size by libjpeg when the crop is that much larger than the stored size) and once with
-``reduced_decode=False`` (the same full-size decode as the bare loop). Each timing is the best of
-``--repeats`` runs, the three loops interleaved. ``ratio`` = preprocess throughput / bare-loop throughput
-(goal ≥ 0.8). Both loops run with glibc malloc tuned as ``smil preprocess`` tunes it
-(``keep_freed_image_memory``: freed image buffers are reused instead of being page-faulted in again).
+References, each timed over the same views:
+
+* ``bare``: read each image file, decode it at full size with ``cv2.imdecode``, cut the same square crop
+  ``smil preprocess`` cuts (around the keypoints and the mask, see ``SampleProcessor.crop_plan``), resize
+  it (``INTER_AREA`` down, ``INTER_LINEAR`` up) and encode it as JPEG at the same quality — nothing else;
+* ``floor``: the bare loop plus the work any preprocessing of the input must also do: ``json.loads`` of
+  every manifest line and, for views with a mask, decoding the mask (``load_mask``), cropping and
+  resizing it to the same box, thresholding and PNG encoding. ``bare / floor`` is the best ``ratio``
+  that code with no overhead at all could reach.
+
+``smil preprocess`` is timed end to end (manifest parsing, crop planning, decoding, encoding, HDF5
+writes, splits, summary), once as shipped (JPEGs decoded at 1/2, 1/4 or 1/8 size by libjpeg when the
+crop is that much larger than the stored size) and once with ``reduced_decode=False`` (the same
+full-size decode as the bare loop). Each timing is the best of ``--repeats`` runs (at least 5 for
+replicant), the loops interleaved. ``ratio`` = preprocess throughput / bare-loop throughput (goal ≥ 0.8);
+``ratio_to_floor`` = preprocess / floor. Every loop runs with glibc malloc tuned as ``smil preprocess``
+tunes it (``keep_freed_image_memory``: freed image buffers are reused instead of being page-faulted in
+again). The load average is recorded at the start and the end (the machine may be shared).
 
 Prints one JSON object.
 """
@@ -33,6 +47,7 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +56,23 @@ import h5py
 import numpy as np
 
 from smil.data import crop as C
+from smil.data.images import load_mask
 from smil.data.manifest import (
     ManifestHeader,
     SampleRecord,
     ViewRecord,
     iter_manifest,
-    resolve_reference,
+    manifest_folder,
+    read_manifest_header,
+    resolve_in,
     write_manifest,
 )
-from smil.data.preprocess import PreprocessSettings, keep_freed_image_memory, preprocess
+from smil.data.preprocess import (
+    PreprocessSettings,
+    SampleProcessor,
+    keep_freed_image_memory,
+    preprocess,
+)
 
 
 def fixtures_dir() -> Path:
@@ -106,44 +129,82 @@ def synthetic_manifest(folder: Path, num_samples: int, size: tuple[int, int] = (
     return path
 
 
-def bare_jobs(manifest: Path, settings: PreprocessSettings) -> list[tuple[str, C.CropBox]]:
-    """(image file, crop box) for every view: the same boxes preprocess uses at full resolution."""
+@dataclass(frozen=True)
+class BareJob:
+    """One view for the reference loops: its files and the crop ``smil preprocess`` makes of it."""
+
+    image: str
+    box: C.CropBox  # in full-resolution source pixels
+    mask: dict[str, Any] | None  # resolved mask reference, or None
+
+
+def bare_jobs(manifest: Path, settings: PreprocessSettings) -> list[BareJob]:
+    """Every view with the crop box preprocess uses at full resolution (keypoints ∪ mask, or the fallbacks)."""
+    full = PreprocessSettings(**{**settings.__dict__, "reduced_decode": False})
+    proc = SampleProcessor(manifest, read_manifest_header(manifest), full)
+    base = manifest_folder(manifest)
     jobs = []
     for rec in iter_manifest(manifest):
+        kp3 = np.full((len(proc.header.joint_names), 3), np.nan) if rec.keypoints3d is None else rec.keypoints3d
         for view in rec.views:
-            pts = view.keypoints2d[np.isfinite(view.keypoints2d).all(axis=1) & (view.visibility > 0)]
-            plan = C.plan_crop(C.points_bbox(pts), view.image_size, settings.image_size, padding=settings.padding,
-                               border=settings.border, allow_reduce=False)
-            jobs.append((resolve_reference(manifest, view.image)["path"], plan.box))
+            plan = proc.crop_plan(view, kp3, proc.view_mask(view), jpeg=False)
+            mask = None if view.mask is None else resolve_in(base, view.mask)
+            jobs.append(BareJob(resolve_in(base, view.image)["path"], plan.box, mask))
+    proc.close()
     return jobs
 
 
-def bare_loop(jobs: list[tuple[str, C.CropBox]], out_size: int, quality: int) -> float:
-    """Decode + crop/resize + encode, nothing else; returns seconds."""
+def _crop_resize(img: np.ndarray, box: C.CropBox, out_size: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    xa, ya = max(box.x0, 0), max(box.y0, 0)
+    xb, yb = min(box.x0 + box.size, w), min(box.y0 + box.size, h)
+    patch = img[ya:yb, xa:xb]
+    pads = (ya - box.y0, box.y0 + box.size - yb, xa - box.x0, box.x0 + box.size - xb)
+    if any(pads):
+        patch = cv2.copyMakeBorder(patch, *pads, borderType=cv2.BORDER_CONSTANT, value=0)
+    interp = cv2.INTER_AREA if box.size > out_size else cv2.INTER_LINEAR
+    return cv2.resize(patch, (out_size, out_size), interpolation=interp)
+
+
+def bare_loop(jobs: list[BareJob], out_size: int, quality: int) -> float:
+    """Decode + crop/resize + encode of the images, nothing else; returns seconds."""
     params = [cv2.IMWRITE_JPEG_QUALITY, quality]
     t0 = time.perf_counter()
-    for path, box in jobs:
-        img = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
-        h, w = img.shape[:2]
-        xa, ya = max(box.x0, 0), max(box.y0, 0)
-        xb, yb = min(box.x0 + box.size, w), min(box.y0 + box.size, h)
-        patch = img[ya:yb, xa:xb]
-        pads = (ya - box.y0, box.y0 + box.size - yb, xa - box.x0, box.x0 + box.size - xb)
-        if any(pads):
-            patch = cv2.copyMakeBorder(patch, *pads, borderType=cv2.BORDER_CONSTANT, value=0)
-        interp = cv2.INTER_AREA if box.size > out_size else cv2.INTER_LINEAR
-        small = cv2.resize(patch, (out_size, out_size), interpolation=interp)
-        cv2.imencode(".jpg", small, params)
+    for job in jobs:
+        img = cv2.imdecode(np.fromfile(job.image, dtype=np.uint8), cv2.IMREAD_COLOR)
+        cv2.imencode(".jpg", _crop_resize(img, job.box, out_size), params)
+    return time.perf_counter() - t0
+
+
+def floor_loop(jobs: list[BareJob], lines: list[str], out_size: int, quality: int) -> float:
+    """The bare loop plus the rest of the work no preprocessing can skip; returns seconds.
+
+    Added per view with a mask: decoding the mask (``load_mask``), cropping and resizing it to the same
+    box, thresholding, PNG encoding; per sample: ``json.loads`` of its manifest line.
+    """
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+    t0 = time.perf_counter()
+    for text in lines:
+        json.loads(text)
+    for job in jobs:
+        img = cv2.imdecode(np.fromfile(job.image, dtype=np.uint8), cv2.IMREAD_COLOR)
+        cv2.imencode(".jpg", _crop_resize(img, job.box, out_size), params)
+        if job.mask is not None:
+            small = _crop_resize(load_mask(job.mask), job.box, out_size)
+            cv2.imencode(".png", cv2.threshold(small, 127, 255, cv2.THRESH_BINARY)[1])
     return time.perf_counter() - t0
 
 
 def measure(name: str, manifest: Path, work: Path, settings: PreprocessSettings, repeats: int) -> dict[str, Any]:
     jobs = bare_jobs(manifest, settings)
+    with open(manifest, encoding="utf-8") as fh:
+        lines = [text for text in fh.readlines()[1:] if text.strip()]
     no_reduce = PreprocessSettings(**{**settings.__dict__, "reduced_decode": False})
-    times: dict[str, list[float]] = {"bare": [], "preprocess": [], "preprocess_full_decode": []}
-    bare_loop(jobs[:3], settings.image_size, settings.jpeg_quality)  # warm the page cache and OpenCV
+    times: dict[str, list[float]] = {"bare": [], "floor": [], "preprocess": [], "preprocess_full_decode": []}
+    floor_loop(jobs[:3], lines[:3], settings.image_size, settings.jpeg_quality)  # warm the page cache and OpenCV
     for _ in range(repeats):
         times["bare"].append(bare_loop(jobs, settings.image_size, settings.jpeg_quality))
+        times["floor"].append(floor_loop(jobs, lines, settings.image_size, settings.jpeg_quality))
         for key, st in (("preprocess", settings), ("preprocess_full_decode", no_reduce)):
             t0 = time.perf_counter()
             preprocess(manifest, work / f"{name}_{key}.h5", st, progress=False,
@@ -156,49 +217,82 @@ def measure(name: str, manifest: Path, work: Path, settings: PreprocessSettings,
     shipped = json.loads((work / f"{name}_preprocess.json").read_text())
     return {
         "views": views,
+        "views_with_mask": sum(job.mask is not None for job in jobs),
+        "image_size": settings.image_size,
         "source_image_size": list(iter_manifest(manifest).__next__().views[0].image_size),
         "bare_views_per_s": round(views / best["bare"], 1),
+        "floor_views_per_s": round(views / best["floor"], 1),
         "preprocess_views_per_s": round(views / best["preprocess"], 1),
         "preprocess_full_decode_views_per_s": round(views / best["preprocess_full_decode"], 1),
         "ratio": round(best["bare"] / best["preprocess"], 3),
         "ratio_full_decode": round(best["bare"] / best["preprocess_full_decode"], 3),
+        "floor_ratio": round(best["bare"] / best["floor"], 3),
+        "ratio_to_floor": round(best["floor"] / best["preprocess"], 3),
         "decode_reduction": shipped["decode_reduction"],
         "mean_stored_jpeg_kib": round(stored_bytes / views / 1024, 1),
-        "seconds_best": {k: round(v, 4) for k, v in best.items()},
+        "ms_per_view_best": {k: round(1e3 * v / views, 3) for k, v in best.items()},
     }
+
+
+def smil_synth_manifest(folder: Path, num_samples: int) -> Path:
+    """``smil synth`` output: ``write_synthetic_dataset`` with the default body model, 256², one view, masks."""
+    from smil.body.default_model import build_default_model
+    from smil.body.io import save_model
+    from smil.body.model import SMILModel
+    from smil.data.synth import SynthSettings, write_synthetic_dataset
+
+    save_model(folder / "default.pkl", build_default_model())
+    model = SMILModel.from_file(folder / "default.pkl")
+    return write_synthetic_dataset(folder, model, SynthSettings(image_size=256, seed=0), num_samples)
+
+
+INPUTS = ("replicant", "synthetic", "smil-synth")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--inputs", default=",".join(INPUTS), help=f"comma-separated subset of {','.join(INPUTS)}")
     ap.add_argument("--synthetic-samples", type=int, default=150)
-    ap.add_argument("--image-size", type=int, default=256)
+    ap.add_argument("--smil-synth-samples", type=int, default=256)
+    ap.add_argument("--image-size", type=int, default=256, help="stored size for replicant and synthetic")
+    ap.add_argument("--smil-synth-image-size", type=int, default=224, help="stored size for smil-synth")
     ap.add_argument("--padding", type=float, default=1.2)
     ap.add_argument("--jpeg-quality", type=int, default=90)
     args = ap.parse_args(argv)
+    inputs = [name.strip() for name in args.inputs.split(",") if name.strip()]
+    unknown = sorted(set(inputs) - set(INPUTS))
+    if unknown:
+        ap.error(f"unknown input(s) {unknown}; expected some of {list(INPUTS)}")
     settings = PreprocessSettings(image_size=args.image_size, padding=args.padding, jpeg_quality=args.jpeg_quality)
-    # preprocess tunes glibc malloc in its process; do it first so both loops always run alike
+    # preprocess tunes glibc malloc in its process; do it first so every loop always runs alike
     malloc_tuned = keep_freed_image_memory()
     result: dict[str, Any] = {
         "benchmark": "preprocess",
-        "settings": {"image_size": args.image_size, "padding": args.padding, "jpeg_quality": args.jpeg_quality,
-                     "workers": 1, "repeats": args.repeats},
+        "settings": {"image_size": args.image_size, "smil_synth_image_size": args.smil_synth_image_size,
+                     "padding": args.padding, "jpeg_quality": args.jpeg_quality, "workers": 1,
+                     "repeats": args.repeats},
         "goal": "ratio >= 0.8 (preprocess throughput / bare decode+crop/resize+encode loop)",
         "machine": {"python": platform.python_version(), "opencv": cv2.__version__, "h5py": h5py.__version__,
                     "cpus": os.cpu_count(), "cv2_threads": cv2.getNumThreads(), "platform": platform.platform(),
-                    "load_average_1min": round(os.getloadavg()[0], 2), "malloc_tuned": malloc_tuned},
+                    "load_average_start": [round(x, 2) for x in os.getloadavg()], "malloc_tuned": malloc_tuned},
     }
     with tempfile.TemporaryDirectory(prefix="smil-bench-preprocess-") as tmp:
         work = Path(tmp)
-        (work / "replicant").mkdir()
-        rep = replicant_manifest(work / "replicant")
-        if rep is None:
-            result["replicant"] = {"skipped": f"fixture not found under {fixtures_dir()}"}
-        else:
-            result["replicant"] = measure("replicant", rep, work, settings, max(args.repeats, 5))
-        (work / "synthetic").mkdir()
-        syn = synthetic_manifest(work / "synthetic", args.synthetic_samples)
-        result["synthetic"] = measure("synthetic", syn, work, settings, args.repeats)
+        for name in inputs:
+            (work / name).mkdir()
+            if name == "replicant":
+                rep = replicant_manifest(work / name)
+                result[name] = ({"skipped": f"fixture not found under {fixtures_dir()}"} if rep is None else
+                                measure(name, rep, work, settings, max(args.repeats, 5)))
+            elif name == "synthetic":
+                syn = synthetic_manifest(work / name, args.synthetic_samples)
+                result[name] = measure(name, syn, work, settings, args.repeats)
+            else:
+                smil = smil_synth_manifest(work / name, args.smil_synth_samples)
+                at = PreprocessSettings(**{**settings.__dict__, "image_size": args.smil_synth_image_size})
+                result[name] = measure(name, smil, work, at, args.repeats)
+    result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0

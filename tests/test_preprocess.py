@@ -14,7 +14,7 @@ import pytest
 from smil.data import schema as S
 from smil.data.images import decode_image
 from smil.data.manifest import ManifestHeader, SampleRecord, ViewRecord, write_manifest
-from smil.data.preprocess import SUMMARY_NAME, PreprocessSettings, preprocess
+from smil.data.preprocess import SUMMARY_NAME, WRITE_BLOCK, PreprocessSettings, preprocess
 from smil.data.store import open_dataset
 from smil.errors import DataError
 
@@ -382,9 +382,9 @@ def test_failure_midway_keeps_the_previous_output(tmp_path: Path) -> None:
     out = tmp_path / "d.h5"
     preprocess(good, out, PreprocessSettings(image_size=32), progress=False)
     before = out.read_bytes()
-    bad = make_manifest(tmp_path / "bad", num_samples=80)  # more than one write block before failing
-    (tmp_path / "bad" / "s75_v0.jpg").write_bytes(b"garbage")
-    with pytest.raises(DataError, match="s75_v0.jpg"):
+    bad = make_manifest(tmp_path / "bad", num_samples=WRITE_BLOCK + 20, num_joints=3)  # a block written first
+    (tmp_path / "bad" / f"s{WRITE_BLOCK + 10}_v0.jpg").write_bytes(b"garbage")
+    with pytest.raises(DataError, match=f"s{WRITE_BLOCK + 10}_v0.jpg"):
         preprocess(bad, out, PreprocessSettings(image_size=32), progress=False)
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "d.h5", "good", SUMMARY_NAME]

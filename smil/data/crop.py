@@ -55,6 +55,9 @@ def points_bbox(points: np.ndarray) -> tuple[float, float, float, float] | None:
 
 def mask_bbox(mask: np.ndarray) -> tuple[float, float, float, float] | None:
     """``(xmin, ymin, xmax, ymax)`` pixel centres of the non-zero pixels of ``mask``, or None when empty."""
+    if mask.dtype == np.uint8 and mask.ndim == 2:  # OpenCV's one-pass bounding box of the non-zero pixels
+        x, y, w, h = cv2.boundingRect(mask)
+        return None if w == 0 else (float(x), float(y), float(x + w - 1), float(y + h - 1))
     ys = np.flatnonzero(mask.any(axis=1))
     xs = np.flatnonzero(mask.any(axis=0))
     if len(xs) == 0:
@@ -67,8 +70,8 @@ def union_bbox(*boxes: tuple[float, float, float, float] | None) -> tuple[float,
     real = [b for b in boxes if b is not None]
     if not real:
         return None
-    arr = np.asarray(real)
-    return float(arr[:, 0].min()), float(arr[:, 1].min()), float(arr[:, 2].max()), float(arr[:, 3].max())
+    return (float(min(b[0] for b in real)), float(min(b[1] for b in real)), float(max(b[2] for b in real)),
+            float(max(b[3] for b in real)))
 
 
 def square_box(
@@ -202,8 +205,15 @@ def crop_and_resize(
         interp = cv2.INTER_AREA if box.size > out_size else cv2.INTER_LINEAR
         out = cv2.resize(patch, (out_size, out_size), interpolation=interp)
     if is_mask:
-        out = np.where(out >= 128, np.uint8(255), np.uint8(0))
+        out = _binarise(out)
     return out
+
+
+def _binarise(mask: np.ndarray) -> np.ndarray:
+    """255 where ``mask >= 128``, else 0 (uint8)."""
+    if mask.dtype == np.uint8:
+        return cv2.threshold(mask, 127, 255, cv2.THRESH_BINARY)[1]
+    return np.where(mask >= 128, np.uint8(255), np.uint8(0))
 
 
 def transform_points(points: np.ndarray, affine: np.ndarray) -> np.ndarray:

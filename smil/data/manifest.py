@@ -133,7 +133,7 @@ class SampleRecord:
                 keypoints3d=None if kp3 is None else _array(kp3, (-1, 3), where, "keypoints3d"),
                 params=None
                 if params is None
-                else {k: np.asarray(_nan(v), dtype=np.float64) for k, v in params.items()},
+                else {k: _array(v, None, where, f"params.{k}") for k, v in params.items()},
                 views=[ViewRecord.from_json(v, where) for v in obj["views"]],
             )
         except KeyError as exc:
@@ -224,7 +224,16 @@ def iter_manifest(path: str | Path) -> Iterator[SampleRecord]:
 
 def resolve_reference(manifest_path: str | Path, ref: dict[str, Any]) -> dict[str, Any]:
     """Return ``ref`` with its ``path``/``video`` made absolute relative to the manifest's folder."""
-    base = Path(manifest_path).resolve().parent
+    return resolve_in(manifest_folder(manifest_path), ref)
+
+
+def manifest_folder(manifest_path: str | Path) -> Path:
+    """The absolute folder that a manifest's relative references are relative to."""
+    return Path(manifest_path).resolve().parent
+
+
+def resolve_in(base: Path, ref: dict[str, Any]) -> dict[str, Any]:
+    """:func:`resolve_reference` with the manifest's folder already resolved (:func:`manifest_folder`)."""
     out = dict(ref)
     for key in ("path", "video"):
         if key in out and out[key] is not None:
@@ -241,20 +250,17 @@ def _list(a: np.ndarray) -> Any:
     return [_list(x) for x in arr]
 
 
-def _nan(obj: Any) -> Any:
-    if obj is None:
-        return math.nan
-    if isinstance(obj, list):
-        return [_nan(x) for x in obj]
-    return obj
+def _array(obj: Any, shape: tuple[int, ...] | None, where: str, name: str) -> np.ndarray:
+    """``obj`` (nested lists, ``None`` = missing) as a float64 array; ``shape`` None = any, -1 = any length.
 
-
-def _array(obj: Any, shape: tuple[int, ...], where: str, name: str) -> np.ndarray:
+    numpy itself turns ``None`` into NaN when converting to a float dtype, so no Python-level pass
+    over the values is needed.
+    """
     try:
-        arr = np.asarray(_nan(obj), dtype=np.float64)
+        arr = np.asarray(obj, dtype=np.float64)
     except (TypeError, ValueError):
         raise DataError("not a numeric array", path=where, field=name) from None
-    if arr.ndim != len(shape) or any(s not in (-1, a) for s, a in zip(shape, arr.shape)):
+    if shape is not None and (arr.ndim != len(shape) or any(s not in (-1, a) for s, a in zip(shape, arr.shape))):
         want = "×".join("N" if s == -1 else str(s) for s in shape)
         raise DataError(f"expected shape {want}, got {arr.shape}", path=where, field=name)
     return arr

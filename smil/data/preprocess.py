@@ -38,7 +38,15 @@ import numpy as np
 
 from smil.data import crop as C
 from smil.data.images import VideoFrames, decode_image, encode_jpeg, encode_png_mask, is_jpeg, load_mask, read_bytes
-from smil.data.manifest import PARAM_SHAPES, ManifestHeader, SampleRecord, ViewRecord, read_manifest_header, resolve_reference
+from smil.data.manifest import (
+    PARAM_SHAPES,
+    ManifestHeader,
+    SampleRecord,
+    ViewRecord,
+    manifest_folder,
+    read_manifest_header,
+    resolve_in,
+)
 from smil.data.splits import DEFAULT_FRACTIONS, parse_fractions, split_by_group, split_sizes
 from smil.data.store import DatasetWriter, StoredSample
 from smil.errors import ConfigError, DataError
@@ -47,6 +55,7 @@ from smil.io_utils import file_sha256, write_json_atomic
 
 SUMMARY_NAME = "preprocess_summary.json"
 MAX_LISTED_SKIPS = 1000
+WRITE_BLOCK = 256  # samples per HDF5 write: h5py's per-call costs are paid per block
 
 
 @dataclass(frozen=True)
@@ -126,10 +135,12 @@ class SampleProcessor:
     def __init__(self, manifest: str | Path, header: ManifestHeader, settings: PreprocessSettings):
         keep_freed_image_memory()
         self.manifest = Path(manifest)
+        self.base = manifest_folder(manifest)  # resolved once: references are relative to it
         self.header = header
         self.settings = settings
         self.slots = {name: i for i, name in enumerate(header.camera_names)}
         self.num_joints = len(header.joint_names)
+        self._param_dims = {name: _param_dims(spec, self.num_joints) for name, spec in PARAM_SHAPES.items()}
         self.videos = VideoFrames()
         self._maps: OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
@@ -159,7 +170,7 @@ class SampleProcessor:
             raise DataError(f"expected {J} joints × 3, got {kp3.shape}", path=where, field="keypoints3d")
         kp3 = np.full((J, 3), np.nan) if kp3 is None else kp3
         for name, value in (record.params or {}).items():
-            want = _param_dims(PARAM_SHAPES[name], J)
+            want = self._param_dims[name]
             got = np.shape(value)
             if len(got) != len(want) or any(w not in (-1, g) for w, g in zip(want, got)):
                 raise DataError(f"expected shape {PARAM_SHAPES[name]} with J = {J}, got {got}", path=where,
@@ -219,25 +230,40 @@ class SampleProcessor:
                 box = C.points_bbox(uv[:, :2] / uv[:, 2:3])
         return box
 
+    def view_mask(self, view: ViewRecord, ctx: str = "") -> np.ndarray | None:
+        """The view's mask (255 = animal) in undistorted source pixels, or None when it has none.
+
+        An unreadable mask, or one whose size is not the manifest's image size, is a :class:`BadSample`.
+        """
+        if view.mask is None:
+            return None
+        W, H = view.image_size
+        mref = resolve_in(self.base, view.mask)
+        try:
+            mask = load_mask(mref)
+        except DataError as exc:
+            raise BadSample("bad mask", f"{exc} {ctx}") from None
+        if mask.shape != (H, W):
+            raise BadSample("mask size mismatch", f"{mref['path']}: mask is {mask.shape[1]}×{mask.shape[0]} "
+                            f"but the manifest says the image is {W}×{H} {ctx}")
+        dist = _distortion(view)
+        if dist is not None:
+            m1, m2 = self._undistort_maps(view.K, dist, (W, H))
+            mask = cv2.remap(mask, m1, m2, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
+        return mask
+
+    def crop_plan(self, view: ViewRecord, kp3: np.ndarray, mask: np.ndarray | None, *, jpeg: bool) -> C.CropPlan:
+        """The crop of one view (step 3 of the module docstring); ``jpeg``: the source can be decoded reduced."""
+        st = self.settings
+        return C.plan_crop(self._bbox(view, kp3, mask), view.image_size, st.image_size, padding=st.padding,
+                           border=st.border, allow_reduce=st.reduced_decode and jpeg)
+
     def _process_view(self, view: ViewRecord, kp3: np.ndarray, ctx: str) -> tuple[bytes, bytes, np.ndarray, int]:
         st = self.settings
         W, H = view.image_size
-        ref = resolve_reference(self.manifest, view.image)
-        dist = None if view.dist is None or not np.any(view.dist) else np.asarray(view.dist, dtype=np.float64)
-
-        mask = None
-        if view.mask is not None:
-            mref = resolve_reference(self.manifest, view.mask)
-            try:
-                mask = load_mask(mref)
-            except DataError as exc:
-                raise BadSample("bad mask", f"{exc} {ctx}") from None
-            if mask.shape != (H, W):
-                raise BadSample("mask size mismatch", f"{mref['path']}: mask is {mask.shape[1]}×{mask.shape[0]} "
-                                f"but the manifest says the image is {W}×{H} {ctx}")
-            if dist is not None:
-                m1, m2 = self._undistort_maps(view.K, dist, (W, H))
-                mask = cv2.remap(mask, m1, m2, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
+        ref = resolve_in(self.base, view.image)
+        dist = _distortion(view)
+        mask = self.view_mask(view, ctx)
 
         try:
             if ref.get("path") is not None:
@@ -248,9 +274,7 @@ class SampleProcessor:
                 data, name, jpeg = None, f"{ref['video']} frame {ref.get('frame')}", False
             else:
                 raise DataError("an image reference needs 'path' or 'video'", field="image")
-            bbox = self._bbox(view, kp3, mask)
-            plan = C.plan_crop(bbox, (W, H), st.image_size, padding=st.padding, border=st.border,
-                               allow_reduce=st.reduced_decode and jpeg)
+            plan = self.crop_plan(view, kp3, mask, jpeg=jpeg)
             # pixels stay in OpenCV's BGR order from decoding to encoding: no colour conversion
             if data is not None:
                 image = decode_image(data, reduce=plan.reduce, path=name, rgb=False)
@@ -290,6 +314,11 @@ class SampleProcessor:
                 self._maps.popitem(last=False)
         self._maps[key] = maps
         return maps
+
+
+def _distortion(view: ViewRecord) -> np.ndarray | None:
+    """The view's distortion coefficients (float64), or None when it has none or they are all zero."""
+    return None if view.dist is None or not np.any(view.dist) else np.asarray(view.dist, dtype=np.float64)
 
 
 def _param_dims(spec: tuple[str, ...], num_joints: int) -> tuple[int, ...]:
@@ -365,6 +394,7 @@ def preprocess(
             source_kind=header.source_kind,
             body_model_sha256=header.body_model_sha256 or "",
             preprocess_settings=recorded,
+            block_size=WRITE_BLOCK,
         ) as writer:
             seen_ids: set[str] = set()
             for res in results:

@@ -56,6 +56,10 @@ class StoredSample:
     frame: int = -1
 
 
+_FLOAT_FIELDS = ((S.K, "K"), (S.R, "R"), (S.T, "t"), (S.KEYPOINTS2D, "keypoints2d"), (S.VISIBILITY, "visibility"),
+                 (S.KEYPOINTS3D, "keypoints3d"))
+
+
 def _param_shape(name: str, num_joints: int, value: np.ndarray) -> tuple[int, ...]:
     spec = PARAM_SHAPES[name]
     shape: list[int] = []
@@ -105,6 +109,10 @@ class DatasetWriter:
         self.num_written = 0
         self._buffer: list[StoredSample] = []
         self._param_shapes: dict[str, tuple[int, ...]] = {}
+        self._datasets: dict[str, h5py.Dataset] = {}
+        V, J = len(self.camera_names), len(self.joint_names)
+        self._expect = (("K", (V, 3, 3)), ("R", (V, 3, 3)), ("t", (V, 3)), ("keypoints2d", (V, J, 2)),
+                        ("visibility", (V, J)), ("keypoints3d", (J, 3)), ("view_valid", (V,)))
         self._finished = False
         self._stack = contextlib.ExitStack()
         self._tmp = self._stack.enter_context(atomic_path(self.path, suffix=".h5.tmp"))
@@ -172,77 +180,84 @@ class DatasetWriter:
             self.flush()
 
     def _check(self, s: StoredSample) -> None:
-        V, J = self.num_views, self.num_joints
-        expect = {
-            "K": (V, 3, 3), "R": (V, 3, 3), "t": (V, 3), "keypoints2d": (V, J, 2),
-            "visibility": (V, J), "keypoints3d": (J, 3), "view_valid": (V,),
-        }
-        for name, shape in expect.items():
+        for name, shape in self._expect:
             got = np.shape(getattr(s, name))
             if got != shape:
                 raise DataError(f"sample '{s.sample_id}': expected shape {shape}, got {got}", field=name)
+        V = self.num_views
         if len(s.images) != V or len(s.masks) != V:
             raise DataError(f"sample '{s.sample_id}': expected {V} images and masks", field="images")
         for name, value in s.params.items():
-            if name not in PARAM_SHAPES:
-                raise DataError(f"sample '{s.sample_id}': unknown body parameter", field=f"params.{name}")
-            value = np.asarray(value)
-            want = self._param_shapes.get(name) or _param_shape(name, J, value)
-            if value.shape != want:
+            want = self._param_shapes.get(name)
+            if want is None:
+                if name not in PARAM_SHAPES:
+                    raise DataError(f"sample '{s.sample_id}': unknown body parameter", field=f"params.{name}")
+                want = _param_shape(name, self.num_joints, np.asarray(value))
+            got = np.shape(value)
+            if got != want:
                 raise DataError(
-                    f"sample '{s.sample_id}': expected shape {want}, got {value.shape}", field=f"params.{name}"
+                    f"sample '{s.sample_id}': expected shape {want}, got {got}", field=f"params.{name}"
                 )
             self._param_shapes.setdefault(name, want)
 
     def flush(self) -> None:
-        """Write the buffered samples."""
+        """Write the buffered samples: one h5py write per array for the whole block."""
         block, self._buffer = self._buffer, []
         if not block:
             return
-        f, n0, n = self._h5, self.num_written, len(block)
+        n0, n = self.num_written, len(block)
         end = n0 + n
-        V = self.num_views
-
-        def put(name: str, values: Any) -> None:
-            ds = f[name]
-            ds.resize(end, axis=0)
-            ds[n0:end] = values
-
-        def vlen(get: Any) -> np.ndarray:
-            arr = np.empty((n, V), dtype=object)
-            for i, s in enumerate(block):
-                for v, data in enumerate(get(s)):
-                    arr[i, v] = np.frombuffer(data, dtype=np.uint8)
-            return arr
-
-        put(S.IMAGES, vlen(lambda s: s.images))
-        put(S.MASKS, vlen(lambda s: s.masks))
-        put(S.HAS_MASK, np.array([[len(m) > 0 for m in s.masks] for s in block], dtype=bool))
-        put(S.VIEW_VALID, np.stack([np.asarray(s.view_valid, dtype=bool) for s in block]))
-        for name, attr in ((S.K, "K"), (S.R, "R"), (S.T, "t"), (S.KEYPOINTS2D, "keypoints2d"),
-                           (S.VISIBILITY, "visibility"), (S.KEYPOINTS3D, "keypoints3d")):
-            put(name, np.stack([np.asarray(getattr(s, attr), dtype=np.float32) for s in block]))
-        put(S.SAMPLE_ID, [s.sample_id for s in block])
-        put(S.GROUP, [s.group for s in block])
-        put(S.SESSION, [s.session for s in block])
-        put(S.FRAME, np.array([s.frame for s in block], dtype=np.int64))
-
+        put = self._put
+        images = self._vlen([s.images for s in block])
+        masks = self._vlen([s.masks for s in block])
+        put(S.IMAGES, n0, end, images)
+        put(S.MASKS, n0, end, masks)
+        put(S.HAS_MASK, n0, end, np.array([[len(m) > 0 for m in s.masks] for s in block], dtype=bool))
+        put(S.VIEW_VALID, n0, end, np.array([s.view_valid for s in block], dtype=bool))
+        for name, attr in _FLOAT_FIELDS:
+            put(name, n0, end, np.array([getattr(s, attr) for s in block], dtype=np.float32))
+        put(S.SAMPLE_ID, n0, end, [s.sample_id for s in block])
+        put(S.GROUP, n0, end, [s.group for s in block])
+        put(S.SESSION, n0, end, [s.session for s in block])
+        put(S.FRAME, n0, end, np.array([s.frame for s in block], dtype=np.int64))
         for name, shape in self._param_shapes.items():
-            path, has_path = S.param_path(name), S.has_param_path(name)
-            if path not in f:  # first appearance: earlier rows read as NaN / False (fill values)
-                f.create_dataset(path, (n0, *shape), maxshape=(None, *shape), dtype=np.float32,
-                                 chunks=(1, *shape) if shape else (S.COLUMN_CHUNK,), fillvalue=np.nan)
-                f.create_dataset(has_path, (n0,), maxshape=(None,), dtype=bool, chunks=(S.COLUMN_CHUNK,),
-                                 fillvalue=False)
-            values = np.full((n, *shape), np.nan, dtype=np.float32)
-            has = np.zeros(n, dtype=bool)
-            for i, s in enumerate(block):
-                if name in s.params:
-                    values[i] = np.asarray(s.params[name], dtype=np.float32)
-                    has[i] = True
-            put(path, values)
-            put(has_path, has)
+            self._put_param(name, shape, block, n0)
         self.num_written = end
+
+    def _put(self, name: str, n0: int, end: int, values: Any) -> None:
+        ds = self._datasets.get(name)
+        if ds is None:  # resolved once: h5py name lookups cost more than the small writes themselves
+            ds = self._datasets[name] = self._h5[name]
+        ds.resize(end, axis=0)
+        ds[n0:end] = values
+
+    def _vlen(self, rows: list[list[bytes]]) -> np.ndarray:
+        """An (n, V) object array of uint8 arrays: what h5py writes to a variable-length dataset."""
+        arr = np.empty((len(rows), self.num_views), dtype=object)
+        for i, row in enumerate(rows):
+            for v, data in enumerate(row):
+                arr[i, v] = np.frombuffer(data, dtype=np.uint8)
+        return arr
+
+    def _put_param(self, name: str, shape: tuple[int, ...], block: list[StoredSample], n0: int) -> None:
+        path, has_path = S.param_path(name), S.has_param_path(name)
+        if path not in self._datasets:  # first appearance: earlier rows read as NaN / False (fill values)
+            f = self._h5
+            self._datasets[path] = f.create_dataset(path, (n0, *shape), maxshape=(None, *shape), dtype=np.float32,
+                                                    chunks=(1, *shape) if shape else (S.COLUMN_CHUNK,),
+                                                    fillvalue=np.nan)
+            self._datasets[has_path] = f.create_dataset(has_path, (n0,), maxshape=(None,), dtype=bool,
+                                                        chunks=(S.COLUMN_CHUNK,), fillvalue=False)
+        n = len(block)
+        has = np.array([name in s.params for s in block], dtype=bool)
+        if has.all():
+            values = np.array([s.params[name] for s in block], dtype=np.float32)
+        else:
+            values = np.full((n, *shape), np.nan, dtype=np.float32)
+            for i in np.flatnonzero(has):
+                values[i] = np.asarray(block[i].params[name], dtype=np.float32)
+        self._put(path, n0, n0 + n, values)
+        self._put(has_path, n0, n0 + n, has)
 
     def finish(self, split: np.ndarray, split_seed: int) -> Path:
         """Write the split codes, close the file and rename it to ``path``. Returns ``path``."""
