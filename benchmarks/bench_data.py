@@ -17,15 +17,19 @@ Figures:
 
 * ``preprocess``: ``bench_preprocess.measure`` (``smil preprocess`` vs a bare decode + crop/resize + encode
   loop over the same images; goal ≥ 0.8);
-* ``loader``: a torch ``DataLoader`` (batch 32) over the real ``SingleViewDataset`` at image size 224, with
-  ``num_workers`` 0 and 2, augmentation off and on, vs a **bare decode loop** over the same stored images
+* ``loader``: a torch ``DataLoader`` (batch 32, ``collate_fn=smil.data.batching.collate_items``) over the
+  real ``SingleViewDataset`` at image size 224, with ``num_workers`` 0 and 2, augmentation off and on
+  (and, 2 workers without augmentation, torch's default collation: ``*_default_collate``), vs a **bare
+  decode loop** over the same stored images
   in this one process (the JPEG bytes read from the HDF5 once into memory, then ``cv2.imdecode`` per
   image). ``--items`` items per pass (the sample list repeated as needed). Workers are persistent and
   warmed up by one pass, so the figure is the steady state; ``cold_epoch_s`` adds a fresh two-worker
   pass (what an epoch with ``persistent_workers=False`` pays). Goal ≥ 0.8 with augmentation off. Also
   timed: the bare loop split over two forked processes (what a second process gains on this machine
-  now), ``masks=False`` where the file has masks, and ``stage_ms_per_image`` (decode, decode +
-  ``normalise_uint8``, a ``dataset[i]`` loop, the loader with 0 workers);
+  now), ``masks=False`` where the file has masks, and ``stage_ms_per_image`` (decode, decode + the
+  item's channel-first ``uint8`` copy ``to_channels_first``, a ``dataset[i]`` loop, the loader with 0
+  workers, and ``normalise_images`` of the loader's batches on this CPU: the float32 network input that
+  ``run_model`` makes on the training device, not part of the loader);
 * ``raw``: ``smil.data.replicant.load_raw_sample`` (JSON + 1024² JPEG decode + resize to 224²) per sample
   over the 20 renders vs the loader on the replicAnt dataset (goal ≥ 20);
 * ``synthetic_generation``: ``bench_synth.main`` (samples/s at 256², 1 and 4 views, vs the JPEG + PNG
@@ -65,7 +69,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_preprocess  # noqa: E402
 import bench_synth  # noqa: E402
 
-from smil.data.datasets import SingleViewDataset, normalise_uint8  # noqa: E402
+from smil.data.batching import collate_items  # noqa: E402
+from smil.data.datasets import SingleViewDataset  # noqa: E402
+from smil.data.images import normalise_images, to_channels_first  # noqa: E402
 from smil.data.preprocess import PreprocessSettings, keep_freed_image_memory  # noqa: E402
 from smil.data.replicant import load_raw_sample  # noqa: E402
 from smil.data.replicant_format import BATCH_PREFIX  # noqa: E402
@@ -120,11 +126,17 @@ class LoaderBench:
                 continue  # masks off: only where the file has masks, augmentation off
             for workers in (0, WORKERS):
                 key = f"workers{workers}_aug_{'on' if aug else 'off'}" + ("" if masks else "_masks_off")
-                self.loaders[key] = DataLoader(ds, batch_size=BATCH_SIZE, sampler=self.order,
-                                               num_workers=workers, persistent_workers=workers > 0)
-                self._pass(self.loaders[key])  # warm-up: starts the workers, fills the page cache
-        names = ["bare", "bare_2proc", "decode_normalise", "dataset_items", *self.loaders, "cold_epoch"]
+                self.loaders[key] = self._loader(ds, workers)
+        self.loaders[f"workers{WORKERS}_aug_off_default_collate"] = self._loader(
+            self.datasets[False, True], WORKERS, collate_fn=None)
+        for loader in self.loaders.values():
+            self._pass(loader)  # warm-up: starts the workers, fills the page cache
+        names = ["bare", "bare_2proc", "decode_copy", "dataset_items", "normalise", *self.loaders, "cold_epoch"]
         self.times: dict[str, list[float]] = {k: [] for k in names}
+
+    def _loader(self, ds: SingleViewDataset, workers: int, collate_fn: Any = collate_items) -> DataLoader:
+        return DataLoader(ds, batch_size=BATCH_SIZE, sampler=self.order, num_workers=workers,
+                          persistent_workers=workers > 0, collate_fn=collate_fn)
 
     @staticmethod
     def _pass(loader: DataLoader) -> float:
@@ -152,12 +164,23 @@ class LoaderBench:
         self.pool.map(_decode_all, [self.order[w::WORKERS] for w in range(WORKERS)])
         return time.perf_counter() - t0
 
-    def _decode_normalise(self) -> float:
-        out = np.empty((3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    def _decode_copy(self) -> float:
+        """Decode + the item's channel-first RGB ``uint8`` copy (what an item does per image)."""
+        out = np.empty((3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
         t0 = time.perf_counter()
         for i in self.order:
-            normalise_uint8(cv2.imdecode(self.blobs[i], cv2.IMREAD_COLOR), out=out, bgr=True)
+            to_channels_first(cv2.imdecode(self.blobs[i], cv2.IMREAD_COLOR), out=out, bgr=True)
         return time.perf_counter() - t0
+
+    def _normalise(self) -> float:
+        """``normalise_images`` on this CPU over batches of the loader's shape (the device's share)."""
+        batch = torch.zeros((BATCH_SIZE, 1, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
+        n = 0
+        t0 = time.perf_counter()
+        while n < len(self.order):
+            normalise_images(batch)
+            n += BATCH_SIZE
+        return (time.perf_counter() - t0) * len(self.order) / n
 
     def _items(self) -> float:
         ds = self.datasets[False, True]
@@ -167,14 +190,16 @@ class LoaderBench:
         return time.perf_counter() - t0
 
     def _cold(self) -> float:
-        loader = DataLoader(self.datasets[False, True], batch_size=BATCH_SIZE, sampler=self.order, num_workers=WORKERS)
+        loader = DataLoader(self.datasets[False, True], batch_size=BATCH_SIZE, sampler=self.order,
+                            num_workers=WORKERS, collate_fn=collate_items)
         return self._pass(loader)
 
     def round(self) -> None:
         self.times["bare"].append(self._bare())
         self.times["bare_2proc"].append(self._bare_2proc())
-        self.times["decode_normalise"].append(self._decode_normalise())
+        self.times["decode_copy"].append(self._decode_copy())
         self.times["dataset_items"].append(self._items())
+        self.times["normalise"].append(self._normalise())
         for key, loader in self.loaders.items():
             self.times[key].append(self._pass(loader))
         self.times["cold_epoch"].append(self._cold())
@@ -194,9 +219,10 @@ class LoaderBench:
             f"bare_decode_{WORKERS}proc_speedup": round(best["bare"] / best["bare_2proc"], 3),
             "stage_ms_per_image": {
                 "decode": round(1e3 * best["bare"] / n, 3),
-                "decode_normalise": round(1e3 * best["decode_normalise"] / n, 3),
+                "decode_copy": round(1e3 * best["decode_copy"] / n, 3),
                 "dataset_item": round(1e3 * best["dataset_items"] / n, 3),
                 "loader_workers0": round(1e3 * best["workers0_aug_off"] / n, 3),
+                "normalise_images_cpu": round(1e3 * best["normalise"] / n, 3),
             },
         }
         for key in self.loaders:
@@ -328,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         "loader_ratio_workers2_aug_off": {n: r[key] for n, r in result["loader"].items()},
         "loader_ratio_workers0_aug_off": {n: r["ratio_workers0_aug_off"] for n, r in result["loader"].items()},
         "loader_ratio_workers2_aug_on": {n: r[f"ratio_workers{WORKERS}_aug_on"] for n, r in result["loader"].items()},
+        "loader_ratio_workers2_aug_off_default_collate": {n: r[f"{key}_default_collate"]
+                                                          for n, r in result["loader"].items()},
+        "bare_decode_2proc_speedup": {n: r[f"bare_decode_{WORKERS}proc_speedup"] for n, r in result["loader"].items()},
         "bare_decode_ms_per_image": {n: r["bare_decode_ms_per_image"] for n, r in result["loader"].items()},
         "raw_ratio_workers0": result.get("raw", {}).get("ratio_loader_workers0"),
         f"raw_ratio_workers{WORKERS}": result.get("raw", {}).get(f"ratio_loader_workers{WORKERS}"),

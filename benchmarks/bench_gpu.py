@@ -98,10 +98,11 @@ def gpu_memory(fn, batches: list[dict], device: torch.device) -> dict[str, float
 
 def render_sweep(trainer, batch: dict, epoch: int, seconds: float) -> dict[str, Any]:
     """The silhouette term's renderer alone (forward + backward, ms per call) on this batch's predicted
-    meshes and cameras, at the loss's settings, with work chunks of 2¹⁶, 2²⁰ and 2²² (pixel, face) pairs
-    (the loss uses the renderer's default for the device), and with back-face culling (the default
-    model is closed)."""
-    from smil.losses import body_forward, predicted_cameras
+    meshes and cameras, drawn as the loss draws them (every view, those without a mask left empty by
+    ``image_mask``), at the loss's settings, with work chunks of at most 2¹⁶, 2²⁰ and 2²² (pixel, face)
+    pairs (the loss uses the renderer's default for the device, 2²² on a GPU), and with back-face
+    culling (the default model is closed)."""
+    from smil.losses import body_forward, predicted_cameras, render_intrinsics
     from smil.render.soft import soft_silhouette
     from smil.train.loop import as_float32, run_model
 
@@ -113,22 +114,18 @@ def render_sweep(trainer, batch: dict, epoch: int, seconds: float) -> dict[str, 
             pred = as_float32(run_model(trainer.model, batch, trainer.cfg.mode))
         verts = body_forward(trainer.body, pred).vertices
         K, R, t = predicted_cameras(pred, image_size)
-    sel = batch["has_mask"].bool() & batch["view_mask"].bool()
-    B, V = sel.shape
-    scale = size / image_size
-    Ks = K.clone()
-    Ks[..., :2, :] = Ks[..., :2, :] * scale
-    Ks[..., 0, 2] = (K[..., 0, 2] + 0.5) * scale - 0.5
-    Ks[..., 1, 2] = (K[..., 1, 2] + 0.5) * scale - 0.5
-    v_sel = verts.unsqueeze(1).expand(B, V, *verts.shape[1:])[sel].contiguous()
-    cams = (Ks[sel], R[sel], t[sel])
+    draw = batch["has_mask"].bool() & batch["view_mask"].bool()
+    B, V = draw.shape
+    v_all = verts.unsqueeze(1).expand(B, V, *verts.shape[1:]).reshape(B * V, *verts.shape[1:])
+    cams = (render_intrinsics(K, image_size, size).reshape(-1, 3, 3), R.reshape(-1, 3, 3), t.reshape(-1, 3))
     faces = trainer.body.faces
 
     def call(chunk: int | None, cull: bool):
         def run(_batch: dict) -> None:
-            v = v_sel.detach().requires_grad_(True)
+            v = v_all.detach().requires_grad_(True)
             sil = soft_silhouette(v, faces, *cams, (size, size), sigma=s_cfg.silhouette_sigma,
-                                  backface_culling=cull, max_pairs_per_chunk=chunk)
+                                  backface_culling=cull, max_pairs_per_chunk=chunk,
+                                  image_mask=draw.reshape(-1), check_faces=False)
             sil.pow(2).mean().backward()
 
         return run
@@ -139,7 +136,7 @@ def render_sweep(trainer, batch: dict, epoch: int, seconds: float) -> dict[str, 
     t = BT.time_interleaved(variants, [batch], trainer.device, seconds, min_rounds=3)
     census = BT.op_census(lambda: call(None, False)(batch))
     return {
-        "images": int(sel.sum()), "size": size, "sigma": s_cfg.silhouette_sigma, "epoch": epoch,
+        "images": int(draw.sum()), "size": size, "sigma": s_cfg.silhouette_sigma, "epoch": epoch,
         "fwd_bwd_ms": {k: round(1000 * v, 2) for k, v in t.items() if k != "rounds"},
         "default_chunk_ops": {"non_view_ops": census["non_view_ops"], "sync_ops": census["sync_ops"]},
     }
@@ -248,10 +245,7 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path, device: torch.devi
             loader_workers=cfg.data.num_workers))
     row["errors"] = errors
     BT.log(json.dumps({k: row[k] for k in row if k.startswith(("full_", "backbone"))}))
-    del trainer
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return row
+    return row  # the trainer goes with this frame; main() empties the CUDA cache
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -341,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.modes:
             row: dict[str, Any] = {"mode": mode, "errors": {}}
             attempt(row["errors"], f"{mode} set-up", lambda: row.update(run_mode(mode, args, root, device)))
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
             report["results"].append(row)
             report["wall_s"] = round(time.perf_counter() - t_start, 1)
             if args.out is not None:  # after every mode: a run stopped by its time limit keeps what it did

@@ -8,11 +8,12 @@ uses (mean-parameter IEF start, parameter groups, joint weights, body unit).
 
 The **reference** is the same backbone on the same batch: forward, a trivial loss on the pooled
 features (``mean(pooled²)``), backward, the same gradient clipping and an AdamW step over the backbone's
-parameters. Both run with learning rate 0 (all of AdamW's arithmetic, weights unchanged: see
-``make_trainer``). ``ratio`` = full / backbone throughput; ``overhead`` = full / backbone time − 1, the cost
-that the head, the loss (body-model forward, projections, rendering, …) and the head's optimiser state
-add to the backbone. Data loading is measured separately (``loader_images_per_s``, the config's
-DataLoader on its own) and is not part of either step: both run on the same pre-fetched batches.
+parameters with the trainer's AdamW settings (fused on CUDA, multi-tensor elsewhere). Both run with
+learning rate 0 (all of AdamW's arithmetic, weights unchanged: see ``make_trainer``). ``ratio`` = full /
+backbone throughput; ``overhead`` = full / backbone time − 1, the cost that the head, the loss (body-model
+forward, projections, rendering, …) and the head's optimiser state add to the backbone. Data loading is
+measured separately (``loader_images_per_s``, the config's DataLoader on its own) and is not part of
+either step: both run on the same pre-fetched batches.
 
 Datasets are built first in a temporary folder the way the default pipeline builds them (default body
 model → synthetic generator → preprocess at the config's image size; every sample in the train split).
@@ -43,7 +44,6 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,6 +55,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from smil.config import TrainConfig, load_config  # noqa: E402
+from smil.data.images import normalise_images  # noqa: E402
 from smil.losses import SmilLoss, curriculum_weights  # noqa: E402
 from smil.train.loop import Trainer, as_float32, run_model  # noqa: E402
 from smil.train.schedule import backbone_frozen, set_backbone_trainable, set_learning_rate  # noqa: E402
@@ -232,10 +233,11 @@ def optimizer_step(optimizer, scaler, params: list[torch.nn.Parameter], grad_cli
 
 
 def backbone_images(batch: dict[str, torch.Tensor], mode: str) -> torch.Tensor:
-    """The images the regressor's backbone sees: (B,3,S,S) single-view, the valid views multi-view."""
+    """The images the regressor's backbone sees: (B,3,S,S) single-view, the valid views multi-view,
+    normalised as ``run_model`` normalises them (``normalise_images``, on the batch's device)."""
     if mode == "singleview":
-        return batch["image"][:, 0]
-    return batch["image"][batch["view_mask"].bool()]
+        return normalise_images(batch["image"][:, 0])
+    return normalise_images(batch["image"][batch["view_mask"].bool()])
 
 
 def backbone_step_fn(trainer: Trainer) -> Callable[[dict], None]:
@@ -243,7 +245,8 @@ def backbone_step_fn(trainer: Trainer) -> Callable[[dict], None]:
     cfg = trainer.cfg
     backbone = trainer.model.backbone
     params = list(backbone.parameters())
-    optimizer = torch.optim.AdamW(params, lr=0.0, weight_decay=cfg.optim.weight_decay)  # see make_trainer
+    kernels = {k: trainer.optimizer.defaults[k] for k in ("fused", "foreach")}  # the trainer's AdamW settings
+    optimizer = torch.optim.AdamW(params, lr=0.0, weight_decay=cfg.optim.weight_decay, **kernels)  # see make_trainer
     acc = _Accumulator(cfg.optim.accumulate)
 
     def step(batch: dict[str, torch.Tensor]) -> None:
@@ -326,10 +329,35 @@ SYNC_OPS = frozenset({
 })
 
 
+def _is_sync(name: str, args: tuple, kwargs: dict) -> bool:
+    """Whether an ATen call makes the host wait for a CUDA device: a value or a data-dependent
+    shape read back, boolean-mask indexing, or a blocking copy between host and device."""
+    if name == "aten::repeat_interleave":
+        return kwargs.get("output_size") is None  # the output's length is known without a read
+    if name in SYNC_OPS:
+        return True
+    if name in ("aten::index", "aten::index_put_", "aten::index_put") and len(args) > 1:
+        return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or []))
+    if name == "aten::_to_copy" and isinstance(args[0], torch.Tensor):
+        dst = kwargs.get("device")
+        return dst is not None and _blocking_copy(args[0], torch.device(dst), kwargs.get("non_blocking", False))
+    if name == "aten::copy_" and len(args) > 1 and isinstance(args[1], torch.Tensor):
+        non_blocking = args[2] if len(args) > 2 else kwargs.get("non_blocking", False)
+        return _blocking_copy(args[1], args[0].device, non_blocking)
+    return False
+
+
+def _blocking_copy(src: torch.Tensor, dst: torch.device, non_blocking: bool) -> bool:
+    if src.device.type == "cuda" and dst.type == "cpu":
+        return True  # the host needs the values
+    return src.device.type == "cpu" and dst.type == "cuda" and not (non_blocking and src.is_pinned())
+
+
 def op_census(fn: Callable[[], Any]) -> dict[str, Any]:
     """Count the ATen operators ``fn`` dispatches, forward and backward: all, those that are not views
     (≈ kernel launches on a GPU) and those that synchronise host and device on CUDA (value reads,
-    ``nonzero``, boolean-mask indexing)."""
+    ``nonzero``, boolean-mask indexing, blocking copies between host and device; copies are only
+    seen when running on a GPU)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Census(TorchDispatchMode):
@@ -344,10 +372,7 @@ def op_census(fn: Callable[[], Any]) -> dict[str, Any]:
             self.total += 1
             if not func.is_view:
                 self.compute += 1
-            is_sync = name in SYNC_OPS
-            if name in ("aten::index", "aten::index_put_", "aten::index_put") and len(args) > 1:
-                is_sync = any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or []))
-            if is_sync:
+            if _is_sync(name, args, kwargs):
                 self.syncs += 1
                 self.sync_names[name] = self.sync_names.get(name, 0) + 1
             return func(*args, **kwargs)

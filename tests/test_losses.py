@@ -185,3 +185,47 @@ def test_curriculum_weights_switch_at_their_epoch() -> None:
     assert curriculum_weights(base, cur, 0) == base
     assert curriculum_weights(base, cur, 2) == {"keypoints2d": 1.0, "silhouette": 0.5}
     assert curriculum_weights(base, cur, 9) == {"keypoints2d": 0.1, "silhouette": 0.5}
+
+
+def test_ief_iterations_are_weighted_like_separate_evaluations(body: SMILModel) -> None:
+    pred, batch, extent = ground_truth(body)
+    g = torch.Generator().manual_seed(2)
+    iterations = [{k: v + 0.03 * i * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in pred.items()}
+                  for i in (3, 2, 1)]
+    terms = {"keypoints2d": 1.0, "keypoints3d": 0.5, "params": 0.2, "triangulation": 0.1, "joint_angle_prior": 0.01}
+
+    def loss_with(ief_weight: float) -> SmilLoss:
+        return SmilLoss(body, LossSettings(
+            weights=terms, curriculum={}, ief_intermediate_weight=ief_weight,
+            joint_weights=torch.ones(body.num_joints, dtype=torch.float64), image_size=S, body_unit=extent))
+
+    total, final_terms = loss_with(0.5)({**iterations[-1], "iterations": iterations}, batch)
+    final, expected_terms = loss_with(0.0)(iterations[-1], batch)
+    intermediate = loss_with(0.0)
+    intermediate.s.weights = {k: w for k, w in terms.items() if k != "triangulation"}  # final estimate only
+    expected = final + 0.5 * sum(intermediate(it, batch)[0] for it in iterations[:-1])
+    assert torch.allclose(total, expected, rtol=1e-10)
+    assert final_terms.keys() == expected_terms.keys()
+    for k, v in expected_terms.items():
+        assert torch.allclose(final_terms[k], v, rtol=1e-10), k
+
+
+def test_silhouette_compares_only_views_with_masks(body: SMILModel) -> None:
+    pred, batch, extent = ground_truth(body, B=1)
+    loss = make_loss(body, "silhouette", extent)
+    batch["mask"][0, 1] = 1.0 - batch["mask"][0, 1]  # a wrong mask...
+    assert float(loss(pred, batch)[0]) > 1e-3
+    batch["has_mask"][0, 1] = False  # ...that is not there
+    assert float(loss(pred, batch)[0]) < 1e-10
+    # a padded view with a degenerate camera (every vertex at depth 0) changes nothing, not even NaN
+    batch["view_mask"][0, 2] = False
+    leaves = {k: v.clone().requires_grad_(True) for k, v in pred.items()}
+    with torch.no_grad():
+        leaves["cam_rot"][0, 2] = 0.0
+        leaves["cam_trans"][0, 2] = 0.0
+    bad = {k: v.clone() for k, v in leaves.items()}
+    bad["trans"] = bad["trans"] + 0.05
+    value, _ = loss(bad, batch)
+    value.backward()
+    assert float(value.detach()) > 1e-6
+    assert all(torch.isfinite(v.grad).all() for v in leaves.values() if v.grad is not None)

@@ -279,13 +279,36 @@ def test_module_wrapper_matches_the_function() -> None:
     assert torch.equal(out, ref)
 
 
+def test_image_mask_leaves_images_empty_and_keeps_their_cameras_out_of_the_gradient(stick) -> None:
+    verts, faces = stick
+    vv = torch.stack([verts, verts]).requires_grad_()
+    K = torch.stack([pinhole(150.0, 63.5, 63.5), torch.zeros(3, 3, dtype=F64)])  # image 1: degenerate
+    R = torch.stack([rot_x(0.5), torch.zeros(3, 3, dtype=F64)])
+    t = torch.tensor([[0.0, 0.0, 2.5], [0.0, 0.0, 0.0]], dtype=F64)  # every vertex at depth 0
+    sil = soft_silhouette(vv, faces, K, R, t, (96, 128), image_mask=torch.tensor([True, False]), check_faces=False)
+    (sil * torch.linspace(0, 1, 128)).sum().backward()
+    v0 = verts[None].clone().requires_grad_()
+    alone = soft_silhouette(v0, faces, K[:1], R[:1], t[:1], (96, 128))
+    (alone * torch.linspace(0, 1, 128)).sum().backward()
+    sil = sil.detach()
+    assert torch.allclose(sil[0], alone[0].detach(), atol=1e-12) and float(sil[1].abs().max()) == 0.0
+    assert torch.isfinite(vv.grad).all() and float(vv.grad[1].abs().max()) == 0.0
+    assert torch.allclose(vv.grad[0], v0.grad[0], rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu() -> None:
     verts, faces = icosphere(3)
     K, R, t = pinhole(100.0, 31.5, 31.5), rot_x(0.2), torch.tensor([0.0, 0.0, 3.0], dtype=F64)
-    cpu = soft_silhouette(verts[None].float(), faces, K, R, t, (64, 64))
-    gpu = soft_silhouette(verts[None].float().cuda(), faces.cuda(), K.cuda(), R.cuda(), t.cuda(), (64, 64))
-    assert torch.allclose(gpu.cpu(), cpu, atol=1e-5)
+    weight = torch.linspace(0, 1, 64)
+    v_cpu = verts[None].float().requires_grad_()
+    cpu = soft_silhouette(v_cpu, faces, K, R, t, (64, 64))
+    (cpu * weight).sum().backward()
+    v_gpu = verts[None].float().cuda().requires_grad_()
+    gpu = soft_silhouette(v_gpu, faces.cuda(), K.cuda(), R.cuda(), t.cuda(), (64, 64))
+    (gpu * weight.cuda()).sum().backward()
+    assert torch.allclose(gpu.detach().cpu(), cpu.detach(), atol=1e-5)
+    assert torch.allclose(v_gpu.grad.cpu(), v_cpu.grad, rtol=1e-4, atol=1e-4 * float(v_cpu.grad.abs().max()))
 
 
 # --------------------------------------------------------------------------------------------

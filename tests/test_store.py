@@ -214,3 +214,20 @@ def test_reader_pickles_without_its_handle(tmp_path: Path) -> None:
     assert clone.get_sample(2)["sample_id"] == "s2"
     clone.close()
     ds.close()
+
+
+def test_masks_are_lossless_and_binary_masks_are_one_bit() -> None:
+    import cv2
+
+    from smil.data.images import decode_png_mask
+
+    binary = np.zeros((40, 50), np.uint8)
+    cv2.ellipse(binary, (25, 20), (18, 7), 30, 0, 360, 255, -1)
+    graded = binary.copy()
+    graded[3, 4], graded[5, 6] = 7, 128
+    for mask in (binary, graded, np.zeros((8, 8), np.uint8), np.full((8, 8), 255, np.uint8)):
+        data = encode_png_mask(mask)
+        assert np.array_equal(decode_png_mask(data), mask)
+    # PNG IHDR: bit depth is byte 24 of the file
+    assert encode_png_mask(binary)[24] == 1
+    assert encode_png_mask(graded)[24] == 8

@@ -3,11 +3,13 @@
 Every item has a view axis ``V`` (single-view items have ``V = 1``), so both trainers and every loss
 read the same keys:
 
-- ``image (V,3,S,S)`` float32, normalised with the ImageNet mean and standard deviation;
+- ``image (V,3,S,S)`` ``uint8`` RGB, channel-first (a batch is ``(B,V,3,S,S)`` ``uint8``); the network
+  input is made from it on the device by :func:`smil.data.images.normalise_images` (ImageNet mean and
+  standard deviation), called in ``smil.train.loop.run_model``;
 - ``view_mask (V,)`` bool; ``K (V,3,3)``, ``R (V,3,3)``, ``t (V,3)`` for the network input image;
 - ``keypoints2d (V,J,2)`` pixels in the network input image, ``visibility (V,J)``;
 - ``keypoints3d (J,3)`` world units (NaN = missing);
-- ``mask (V,S,S)`` float32 in {0, 1} and ``has_mask (V,)`` (no ``mask`` and ``has_mask`` all False
+- ``mask (V,S,S)`` ``uint8`` in {0, 1} and ``has_mask (V,)`` (no ``mask`` and ``has_mask`` all False
   with ``masks=False``);
 - ``params/<name>`` and ``has_<name>`` for every body parameter the file has;
 - ``index`` (sample index in the file) and ``view`` (the stored view of a single-view item, else -1).
@@ -20,11 +22,15 @@ Speed (``benchmarks/bench_data.py``): the small per-sample arrays (cameras, keyp
 of the dataset's samples are read into memory once, when the dataset is made, if they fit in
 ``cache_bytes`` (shared copy-on-write by forked workers); an item then reads only its JPEG (and PNG
 mask) bytes from the file. Without augmentation, a stored image of the network's size is used as
-decoded (no resampling). Colour augmentation is one ``cv2.transform`` on the uint8 image, and
-normalisation maps uint8 straight to float32. Views that are not used (invalid, or dropped by
-``random_view_subsets``) and absent masks are not decoded: their images and masks are zeros.
+decoded (no resampling). Colour augmentation is one ``cv2.transform`` on the uint8 image; the decoded
+(BGR) image goes into the item's ``uint8`` array in one copy that also swaps the channels, and the
+normalisation to float32 is left to the device (a quarter of the bytes to collate and pass between
+processes). Views that are not used (invalid, or dropped by ``random_view_subsets``) and absent masks
+are not decoded: their images (black) and masks are zeros; the multi-view regressor never looks at them.
 ``masks=False`` skips the masks altogether (no ``mask`` key, ``has_mask`` all False) for training
-without a silhouette term.
+without a silhouette term. Items are :class:`smil.data.batching.ItemDict`, so a worker's batch reaches
+the training process as one shared-memory buffer; ``DataLoader(collate_fn=smil.data.batching.collate_items)``
+also collates straight into that buffer (see :mod:`smil.data.batching`).
 """
 
 from __future__ import annotations
@@ -32,7 +38,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import cv2
 import h5py
 import numpy as np
 import torch
@@ -49,7 +54,8 @@ from smil.data.augment import (
     transform_points,
     warp,
 )
-from smil.data.images import decode_image, decode_png_mask
+from smil.data.batching import ItemDict
+from smil.data.images import decode_image, decode_png_mask, to_channels_first
 from smil.data.store import DatasetReader, open_dataset
 from smil.errors import DataError
 
@@ -57,43 +63,12 @@ from smil.errors import DataError
 DEFAULT_CACHE_BYTES = 1 << 30
 _CACHED_ARRAYS = (S.K, S.R, S.T, S.KEYPOINTS2D, S.VISIBILITY, S.KEYPOINTS3D)
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
-
-def normalise(image: np.ndarray) -> np.ndarray:
-    """Float RGB in [0, 1] (H,W,3) → normalised (3,H,W) float32."""
-    return np.ascontiguousarray(((image - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1), dtype=np.float32)
-
-
-# uint8 → normalised float32 in one pass per channel: value · scale + offset
-_UINT8_SCALE = (1.0 / (255.0 * IMAGENET_STD)).astype(np.float64)
-_UINT8_OFFSET = (-IMAGENET_MEAN / IMAGENET_STD).astype(np.float64)
-
-
-def normalise_uint8(image: np.ndarray, out: np.ndarray | None = None, *, bgr: bool = False) -> np.ndarray:
-    """RGB ``uint8`` (H,W,3) → normalised (3,H,W) float32; same values as ``normalise(image / 255)``.
-
-    ``out``: an optional C-contiguous (3,H,W) float32 array to write into. ``bgr=True``: ``image`` is in
-    OpenCV's BGR order (the output is RGB all the same).
-    """
-    H, W = image.shape[:2]
-    if out is None:
-        out = np.empty((3, H, W), dtype=np.float32)
-    channels = cv2.split(image)
-    for c, channel in enumerate(channels[::-1] if bgr else channels):
-        res = cv2.addWeighted(channel, float(_UINT8_SCALE[c]), channel, 0.0, float(_UINT8_OFFSET[c]),
-                              dst=out[c], dtype=cv2.CV_32F)
-        if res.ctypes.data != out[c].ctypes.data:  # OpenCV allocated instead of writing in place
-            out[c] = res
-    return out
-
-
-def denormalise(image: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`normalise` for display: (…,3,H,W) → [0, 1]."""
-    mean = torch.as_tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
-    std = torch.as_tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
-    return (image * std + mean).clamp(0, 1)
+def _keypoints_in_image(kp: np.ndarray, visibility: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(…, J, 2)`` keypoints with unknown (NaN) ones set to 0, and ``(…, J)`` visibility set to 0
+    for points outside the ``size × size`` image (unknown points count as outside)."""
+    inside = ((kp >= -0.5) & (kp <= size - 0.5)).all(-1)  # NaN fails both comparisons
+    return np.where(np.isnan(kp), kp.dtype.type(0.0), kp), np.where(inside, visibility, np.float32(0.0))
 
 
 class _PackedBytes:
@@ -181,9 +156,11 @@ class _StoreDataset(Dataset):
             return None
         row = np.full(len(r), -1, dtype=np.int64)
         row[self.indices] = np.arange(len(self.indices))
-        cache: dict[str, Any] = {"row": row, "images": None, "masks": None}
+        cache: dict[str, Any] = {"row": row, "images": None, "masks": None, "plain": None}
         try:
-            cache["arrays"] = {n: h5[n][:][self.indices] for n in names}
+            cache["arrays"] = a = {n: h5[n][:][self.indices] for n in names}
+            if self._stored_size_is_input:  # what items without augmentation use, computed once for all
+                cache["plain"] = _keypoints_in_image(a[S.KEYPOINTS2D], a[S.VISIBILITY], self.image_size)
             if os.path.getsize(r.path) <= budget:
                 cache["images"] = _PackedBytes.read(h5[S.IMAGES], self.indices)
                 if self.masks:
@@ -234,6 +211,8 @@ class _StoreDataset(Dataset):
                 "params": {n: a[S.param_path(n)][row] for n in r.param_names},
                 "has_params": {n: bool(r.has_params[n][idx]) for n in r.param_names},
             }
+            if self._cache["plain"] is not None:
+                sample["plain_keypoints2d"], sample["plain_visibility"] = (p[row] for p in self._cache["plain"])
             sample["image_bytes"] = self._read_bytes(idx, row, "images", used)
         with_mask = used & r.has_mask[idx] if self.masks else np.zeros_like(used)
         sample["mask_bytes"] = (
@@ -256,8 +235,8 @@ class _StoreDataset(Dataset):
         # without augmentation at the stored size the warp is the identity: use the stored pixels as they are
         plain = rng is None and self._stored_size_is_input
         where = f"{self._path}[{sample['index']}]"
-        image = np.empty((n, 3, size, size), dtype=np.float32)
-        mask = np.zeros((n, size, size), dtype=np.float32) if self.masks else None
+        image = np.empty((n, 3, size, size), dtype=np.uint8)
+        mask = np.zeros((n, size, size), dtype=np.uint8) if self.masks else None
         for k, (v, A) in enumerate(zip(views, affines)):
             data = sample["image_bytes"][v]
             if used[k] and len(data):
@@ -266,17 +245,21 @@ class _StoreDataset(Dataset):
                     img = warp(img, A, size)
                 if color is not None:
                     img = apply_color(img, color, bgr=True)
-                normalise_uint8(img, out=image[k], bgr=True)
+                to_channels_first(img, out=image[k], bgr=True)
             else:
-                image[k] = 0.0
+                image[k] = 0
             if mask is not None and len(sample["mask_bytes"][v]):
                 m = decode_png_mask(sample["mask_bytes"][v], path=where)
                 if not plain:
                     m = warp(m, A, size, is_mask=True)
                 np.greater(m, 127, out=mask[k], casting="unsafe")
+        sel = np.asarray(views)  # fancy indexing: copies, never views of the cache
         if plain:
-            K, R, t = sample["K"][views], sample["R"][views], sample["t"][views]
-            kp = sample["keypoints2d"][views]
+            K, R, t = sample["K"][sel], sample["R"][sel], sample["t"][sel]
+            if "plain_keypoints2d" in sample:
+                kp, vis = sample["plain_keypoints2d"][sel], sample["plain_visibility"][sel]
+            else:
+                kp, vis = _keypoints_in_image(sample["keypoints2d"][sel], sample["visibility"][sel], size)
         else:
             cams = [
                 apply_affine_to_camera(A, sample["K"][v].astype(np.float64), sample["R"][v].astype(np.float64),
@@ -286,16 +269,8 @@ class _StoreDataset(Dataset):
             K, R, t = (np.stack([c[i] for c in cams]) for i in range(3))
             kp = np.stack([transform_points(sample["keypoints2d"][v].astype(np.float64), A)
                            for v, A in zip(views, affines)])
-        # NaN (unknown) fails both comparisons, so unknown points count as outside
-        inside = ((kp >= -0.5) & (kp <= size - 0.5)).all(-1)
-        out = {
-            "image": image,
-            "K": K,
-            "R": R,
-            "t": t,
-            "keypoints2d": np.where(np.isnan(kp), kp.dtype.type(0.0), kp),
-            "visibility": np.where(inside, sample["visibility"][views], np.float32(0.0)),
-        }
+            kp, vis = _keypoints_in_image(kp, sample["visibility"][sel], size)
+        out = {"image": image, "K": K, "R": R, "t": t, "keypoints2d": kp, "visibility": vis}
         if mask is not None:
             out["mask"] = mask
         return out
@@ -324,7 +299,7 @@ class _StoreDataset(Dataset):
             item[f"params/{name}"] = np.array(value, dtype=f32)  # a copy: never share the cache
             item[f"has_{name}"] = np.asarray(sample["has_params"][name], dtype=bool)
         # every value is a fresh, writable array: from_numpy is several times cheaper than as_tensor
-        return {k: torch.from_numpy(v) for k, v in item.items()}
+        return ItemDict({k: torch.from_numpy(v) for k, v in item.items()})
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

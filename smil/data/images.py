@@ -14,18 +14,25 @@ Conventions:
   takes every non-zero pixel.
 - Reduced decoding (``reduce`` 2, 4 or 8) uses libjpeg's scaled DCT for JPEG files: reduced pixel ``i``
   covers source pixels ``[r·i, r·i + r)``, so ``x_reduced = (x_source + 0.5) / r - 0.5``.
+- Network input: datasets and inference ship images as channel-first RGB ``uint8`` ``(…, 3, H, W)``
+  (:func:`to_channels_first`); :func:`normalise_images` turns them into the network's float32 input
+  (ImageNet mean and standard deviation) on whatever device they are, in one place
+  (``smil.train.loop.run_model``).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
-from smil.errors import DataError
+from smil.errors import DataError, ShapeMismatchError
+
+if TYPE_CHECKING:
+    import torch
 
 _REDUCED_FLAGS = {
     1: cv2.IMREAD_COLOR,
@@ -34,6 +41,13 @@ _REDUCED_FLAGS = {
     8: cv2.IMREAD_REDUCED_COLOR_8,
 }
 REDUCE_FACTORS = tuple(_REDUCED_FLAGS)
+
+#: ImageNet per-channel (RGB) mean and standard deviation of [0, 1] pixel values: the network's input.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# uint8 value v → (v / 255 - mean) / std = v · scale + offset
+_UINT8_SCALE = tuple(1.0 / (255.0 * s) for s in IMAGENET_STD)
+_UINT8_OFFSET = tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
 
 
 def read_bytes(path: str | Path) -> bytes:
@@ -92,8 +106,14 @@ def decode_jpeg(data: bytes | np.ndarray, path: str | Path = "<dataset>") -> np.
 
 
 def encode_png_mask(mask: np.ndarray) -> bytes:
-    """Encode a single-channel ``uint8`` mask as PNG bytes (lossless)."""
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(mask, dtype=np.uint8))
+    """Encode a single-channel ``uint8`` mask as PNG bytes (lossless).
+
+    A binary mask (every value 0 or 255) is written as a 1-bit PNG, which decodes to the same 0/255
+    array about 2.5× faster than an 8-bit one (training loaders decode one per item); any other mask
+    stays 8-bit."""
+    m = np.ascontiguousarray(mask, dtype=np.uint8)
+    binary = cv2.countNonZero(m) == cv2.countNonZero(cv2.compare(m, 255, cv2.CMP_EQ)) if m.size else False
+    ok, buf = cv2.imencode(".png", m, [cv2.IMWRITE_PNG_BILEVEL, 1] if binary else [])
     if not ok:
         raise DataError("PNG encoding failed", field="mask")
     return buf.tobytes()
@@ -124,6 +144,8 @@ def load_mask(ref: dict[str, Any]) -> np.ndarray:
             + (ids[..., 0].astype(np.int64) << 16)
         )
     value = ref.get("value")
+    if ids.dtype == np.uint8 and (value is None or 0 <= int(value) <= 255):  # one OpenCV pass, 255/0 out
+        return cv2.compare(ids, 0 if value is None else int(value), cv2.CMP_NE if value is None else cv2.CMP_EQ)
     sel = ids != 0 if value is None else ids == int(value)
     return np.where(sel, np.uint8(255), np.uint8(0))
 
@@ -196,3 +218,37 @@ def load_image(
                 return own.read(ref["video"], int(ref["frame"])), 1
         return videos.read(ref["video"], int(ref["frame"])), 1
     raise DataError("an image reference needs 'path' or 'video'", field="image")
+
+
+def to_channels_first(image: np.ndarray, out: np.ndarray | None = None, *, bgr: bool = False) -> np.ndarray:
+    """``uint8`` (H,W,3) → RGB ``uint8`` (3,H,W) in one copy; ``bgr=True``: ``image`` is in OpenCV's BGR
+    order (the channel swap is part of the copy). ``out``: an optional (3,H,W) ``uint8`` array to fill."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ShapeMismatchError(f"image: expected uint8 (H, W, 3), got {image.dtype} {image.shape}")
+    if out is None:
+        out = np.empty((3, *image.shape[:2]), dtype=np.uint8)
+    planes = [out[2], out[1], out[0]] if bgr else [out[0], out[1], out[2]]
+    # cv2.split writes into the planes: ~5× faster than numpy's strided transpose copy
+    for res, plane in zip(cv2.split(image, planes), planes):
+        if res is not plane:  # OpenCV allocated instead of writing in place
+            plane[...] = res
+    return out
+
+
+def normalise_images(images: "torch.Tensor") -> "torch.Tensor":
+    """RGB ``uint8`` ``(…, 3, H, W)`` → the network's float32 input, ``(v / 255 - mean) / std`` with the
+    ImageNet mean and standard deviation, on the device ``images`` are on.
+
+    Computed in float32 whatever autocast is active (elementwise ops are not autocast), so the network
+    sees what it would see from float32 images normalised on the host.
+    """
+    import torch  # here, so that preprocessing (which uses this module) does not import torch
+
+    if images.dtype != torch.uint8:
+        raise ShapeMismatchError(f"images: expected uint8 RGB (network input contract), got {images.dtype}")
+    if images.dim() < 3 or images.shape[-3] != 3:
+        raise ShapeMismatchError(f"images: expected (..., 3, H, W), got {tuple(images.shape)}")
+    x = images.float()  # a fresh tensor: normalised in place
+    for c in range(3):  # scalar arguments: no host-to-device copy, so no device synchronisation
+        x.select(-3, c).mul_(_UINT8_SCALE[c]).add_(_UINT8_OFFSET[c])
+    return x

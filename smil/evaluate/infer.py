@@ -44,8 +44,7 @@ import torch
 
 from smil import __version__
 from smil.data.crop import CropBox, crop_affine, crop_and_resize, full_frame_box, square_box
-from smil.data.datasets import normalise
-from smil.data.images import decode_image, read_bytes
+from smil.data.images import decode_image, read_bytes, to_channels_first
 from smil.io_utils import file_sha256
 from smil.progress import Progress
 from smil.errors import ConfigError, DataError, SmilError
@@ -378,7 +377,7 @@ class FrameSource(Source):
             bbox = self.bboxes[view.name].get(row, name)
         box = crop_box(self.crop, (W, H), bbox, self.padding)
         net = crop_and_resize(image, box, S, undistort_maps=self._undistort_maps(v, (W, H)))
-        return normalise(net.astype(np.float32) / 255.0), crop_affine(box, S)
+        return to_channels_first(net), crop_affine(box, S)  # uint8 RGB (3,S,S): run_model normalises
 
     def batches(self, trained: TrainedModel, batch_size: int) -> Iterator[Batch]:
         S = trained.image_size

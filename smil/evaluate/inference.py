@@ -135,5 +135,8 @@ def iterate_dataset(
         check_compatible(trained.record, trained.path, joint_names=ds.joint_names, rig=ds.camera_names)
     else:
         check_compatible(trained.record, trained.path, joint_names=ds.joint_names)
-    for batch in DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers):
+    from smil.data.batching import collate_items
+
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_items)
+    for batch in loader:
         yield to_view_frame(batch, trained.body, trained.image_size) if trained.view_frame else batch

@@ -128,7 +128,9 @@ def triangulate_dlt(
     AtA = AtA / AtA.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None].clamp_min(torch.finfo(dtype).tiny)
 
     enough = usable.sum(-2) >= 2  # (..., N)
-    fallback = torch.diag(torch.tensor([2.0, 3.0, 4.0, 1.0], dtype=dtype, device=device))
+    # diag(2, 3, 4, 1), made on the device: a tensor built from a list would be copied from the host,
+    # which waits for every queued kernel on a GPU.
+    fallback = torch.diag(torch.arange(1, 5, dtype=dtype, device=device).remainder_(4).add_(1))
     AtA = torch.where(enough[..., None, None], AtA, fallback)
     # A point whose two smallest eigenvalues (nearly) coincide is not determined by its views
     # (coincident cameras, parallel rays); the eigenvector gradient ~ 1/(λ1 − λ0) would be inf/NaN.

@@ -20,13 +20,17 @@ Work and memory. Faces behind the camera (any vertex at ``z ≤ near``), outside
 optionally, facing away from the camera are culled. Each remaining face is evaluated only at the
 pixel centres of its screen bounding box grown by ``r`` and clipped to the image; boxes wider or
 taller than ``box_size`` are split into tiles. Tiles are sorted by shape and packed into chunks of
-at most ``max_pairs_per_chunk`` (pixel, face) pairs, each a dense ``(3 edges, h, w, tiles)`` block.
+at most ``max_pairs_per_chunk`` (pixel, face) pairs, each a dense ``(3 edges, h, w, tiles)`` block
+padded to its largest tile; the chunks minimise ``CHUNK_COST_PAIRS × chunks + padded pairs`` (a
+chunk costs about 80 operator calls: on a GPU, where they dominate, a few large chunks; on a CPU,
+little padding). Planning reads the device once per call (a histogram of tile shapes).
 Nothing of size pixels × faces is ever stored: the forward pass keeps the per-pixel log-sum and the
-backward pass recomputes each chunk, so peak memory is ``O(B·H·W + faces + max_pairs_per_chunk)``
-whatever the mesh and image size.
+per-tile edge data, and the backward pass recomputes each chunk, so peak memory is
+``O(B·H·W + faces + max_pairs_per_chunk)`` whatever the mesh and image size.
 
 Faces crossing the camera plane are dropped, not clipped. A vertex exactly on the camera plane
-(``z = 0``) gives non-finite gradients through the projection even though its faces are culled.
+(``z = 0``) gives non-finite gradients through the projection even though its faces are culled;
+images left out with ``image_mask`` give none.
 """
 
 from __future__ import annotations
@@ -41,8 +45,12 @@ from smil.geometry.camera import project
 
 __all__ = ["SoftSilhouetteRenderer", "soft_radius", "soft_silhouette"]
 
-DEFAULT_MAX_PAIRS = {"cpu": 1 << 16, "other": 1 << 20}  # CPU: stay in cache; GPU: fewer launches
-_MIN_FILL = 0.7  # chunks keep at least 70 % of their padded (pixel, tile) pairs real
+DEFAULT_MAX_PAIRS = {"cpu": 1 << 16, "other": 1 << 22}  # CPU: stay in cache; GPU: fewer launches
+#: What one more chunk costs, in padded (pixel, tile) pairs of work: about 80 operator calls per
+#: chunk (forward and backward) against tens of nanoseconds per pair on a CPU core, and about a
+#: third of a nanosecond on a GPU, where the step is bound by kernel launches.
+CHUNK_COST_PAIRS = {"cpu": 1 << 12, "other": 1 << 21}
+_PACK_WINDOW = 64  # a chunk spans at most this many distinct tile shapes
 
 
 def soft_radius(sigma: float, cutoff: float = 1e-4) -> float:
@@ -64,6 +72,8 @@ def soft_silhouette(
     backface_culling: bool = False,
     box_size: int = 32,
     max_pairs_per_chunk: int | None = None,
+    image_mask: torch.Tensor | None = None,
+    check_faces: bool = True,
 ) -> torch.Tensor:
     """Soft silhouettes ``(B, H, W)`` in ``[0, 1]`` of a mesh seen by ``B`` pinhole cameras.
 
@@ -86,8 +96,14 @@ def soft_silhouette(
             are as small as ``√σ``) are lower.
         box_size: face boxes wider or taller than this (pixels) are split into tiles.
         max_pairs_per_chunk: (pixel, face) pairs evaluated at once; bounds the working memory
-            at about 64 bytes per pair in float32. Default 2¹⁶ on CPU (4 MiB, cache-sized), 2²⁰
-            on other devices (64 MiB, fewer kernel launches).
+            at about 64 bytes per pair in float32 (the buffers are sized to the largest chunk
+            drawn). Default 2¹⁶ on CPU (4 MiB, cache-sized), 2²² on other devices (256 MiB at
+            most, fewer kernel launches).
+        image_mask: optional ``(B,)`` booleans; an image where it is ``False`` is left empty and
+            no gradient reaches its vertices or camera (which may then be degenerate). Drawing a
+            subset this way needs no host-device synchronisation, unlike indexing the batch.
+        check_faces: check that every face index lies in ``[0, V)`` (a read from the device);
+            ``False`` for faces known to be valid, such as a loaded body model's.
 
     Returns:
         ``(B, H, W)`` silhouettes, differentiable with respect to ``vertices``, ``K``, ``R``, ``t``.
@@ -104,32 +120,32 @@ def soft_silhouette(
             f"expected box_size ≥ 1 and max_pairs_per_chunk ≥ box_size², got {box_size} and "
             f"{max_pairs_per_chunk}", field="box_size, max_pairs_per_chunk",
         )
-    B = _check_inputs(vertices, faces, K, R, t)
+    B = _check_inputs(vertices, faces, K, R, t, check_faces)
     out_dtype = vertices.dtype
     if vertices.dtype not in (torch.float32, torch.float64):
         vertices = vertices.float()
     faces = faces.to(device=vertices.device, dtype=torch.long)
     K, R, t = (x.to(device=vertices.device, dtype=vertices.dtype) for x in (K, R, t))
+    draw = None
+    if image_mask is not None:
+        draw = _check_image_mask(image_mask, B, vertices.device)
+        # Images left out stay in the graph without a gradient: a degenerate camera's projection
+        # (depth 0) would otherwise send 0 · ∞ = NaN back to the shared inputs.
+        vertices, K, R, t = (_gate(x, draw, n) for x, n in ((vertices, 2), (K, 2), (R, 2), (t, 1)))
 
     uv, z = project(vertices, K, R, t, return_depth=True)  # (B, V, 2), (B, V)
     with torch.no_grad():
-        corners = [faces[:, k] for k in range(3)]
-        u, v, zz = uv[..., 0].contiguous(), uv[..., 1].contiguous(), z.contiguous()
-        keep, boxes = _cull(
-            [u.index_select(1, c) for c in corners],
-            [v.index_select(1, c) for c in corners],
-            [zz.index_select(1, c) for c in corners],
-            H, W, soft_radius(sigma, cutoff), near, backface_culling,
-        )
-        sel = keep.flatten().nonzero().squeeze(1)  # the faces to draw, as indices into (B·F)
-        boxes = boxes.view(4, -1).index_select(1, sel)  # (4, N): x0, y0, x1, y1
-        batch = torch.div(sel, faces.shape[0], rounding_mode="floor")
-        face = sel - batch * faces.shape[0]
-    # The differentiable part: the drawn faces' projected corners, (N, 3, 2).
-    vid = faces.index_select(0, face)  # (N, 3)
-    tri = uv.reshape(-1, 2).index_select(0, (vid + (batch * uv.shape[1])[:, None]).view(-1)).view(-1, 3, 2)
-    settings = _Settings(H, W, B, sigma, cutoff, box_size, max_pairs_per_chunk)
-    return _SoftSilhouetteFn.apply(tri, boxes, batch, settings).to(out_dtype)
+        uvz = torch.cat([uv, z.unsqueeze(-1)], -1)  # (B, V, 3)
+        corners = uvz.index_select(1, faces.flatten()).view(B, faces.shape[0], 3, 3)  # (B, F, corner, uvz)
+        keep, boxes = _cull(corners, H, W, soft_radius(sigma, cutoff), near, backface_culling)
+        if draw is not None:
+            keep &= draw[:, None]
+        settings = _Settings(H, W, B, sigma, cutoff, box_size, max_pairs_per_chunk, vertices.device)
+        plan = _Plan(keep, boxes, settings)
+    # The differentiable part: every tile's projected triangle, (T, 3, 2), in the plan's order.
+    vid = faces.index_select(0, plan.face)  # (T, 3)
+    tri = uv.reshape(-1, 2).index_select(0, (vid + (plan.batch * uv.shape[1])[:, None]).view(-1)).view(-1, 3, 2)
+    return _SoftSilhouetteFn.apply(tri, plan, settings).to(out_dtype)
 
 
 class SoftSilhouetteRenderer(nn.Module):
@@ -186,7 +202,8 @@ def _check_image_size(image_size: tuple[int, int]) -> tuple[int, int]:
 
 
 def _check_inputs(
-    vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor
+    vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
+    check_faces: bool = True,
 ) -> int:
     if vertices.ndim != 3 or vertices.shape[-1] != 3 or not vertices.is_floating_point():
         raise ShapeMismatchError(
@@ -198,7 +215,7 @@ def _check_inputs(
             f"faces: expected integer shape (F, 3), got {faces.dtype} {tuple(faces.shape)}"
         )
     B, V = vertices.shape[:2]
-    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= V):
+    if check_faces and faces.numel() and not _in_range(faces, V):
         raise ShapeMismatchError(f"faces: indices must lie in [0, {V}) for {V} vertices")
     for name, x, trailing in (("K", K, (3, 3)), ("R", R, (3, 3)), ("t", t, (3,))):
         lead = tuple(x.shape[: x.ndim - len(trailing)])
@@ -210,29 +227,47 @@ def _check_inputs(
     return B
 
 
+def _in_range(faces: torch.Tensor, V: int) -> bool:
+    lo, hi = torch.aminmax(faces)
+    lo, hi = torch.stack([lo, hi]).tolist()  # one read from the device
+    return lo >= 0 and hi < V
+
+
+def _check_image_mask(image_mask: torch.Tensor, B: int, device: torch.device) -> torch.Tensor:
+    if image_mask.shape != (B,) or image_mask.is_floating_point() or image_mask.is_complex():
+        raise ShapeMismatchError(
+            f"image_mask: expected ({B},) booleans, got {image_mask.dtype} {tuple(image_mask.shape)}"
+        )
+    return image_mask.to(device=device, dtype=torch.bool)
+
+
+def _gate(x: torch.Tensor, draw: torch.Tensor, trailing: int) -> torch.Tensor:
+    """``x`` where ``draw`` (per image), a constant copy elsewhere; unbatched ``x`` is left as is."""
+    if x.ndim == trailing or not x.requires_grad:
+        return x
+    return torch.where(draw.view(-1, *([1] * trailing)), x, x.detach())
+
+
 def _cull(
-    u: list[torch.Tensor],
-    v: list[torch.Tensor],
-    z: list[torch.Tensor],
-    H: int,
-    W: int,
-    radius: float,
-    near: float,
-    backface_culling: bool,
+    corners: torch.Tensor, H: int, W: int, radius: float, near: float, backface_culling: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Faces to draw ``(B, F)`` and their inclusive pixel boxes ``(4, B, F)``: x0, y0, x1, y1.
 
-    ``u``, ``v``, ``z``: pixel coordinates and depth of the three corners, ``(B, F)`` each.
+    ``corners``: ``(B, F, 3, 3)``, the pixel coordinates ``u, v`` and depth ``z`` of each face's
+    three corners.
     """
-    keep = (torch.minimum(torch.minimum(z[0], z[1]), z[2]) > near) & torch.isfinite(sum(u) + sum(v))
+    u, v, z = corners.unbind(-1)  # (B, F, 3) each
+    keep = (z.amin(-1) > near) & torch.isfinite(corners[..., :2]).all(-1).all(-1)
     box = []
     for c, size in ((u, W), (v, H)):
-        lo = torch.minimum(torch.minimum(c[0], c[1]), c[2]).sub_(radius).clamp_(0, size).ceil_()
-        hi = torch.maximum(torch.maximum(c[0], c[1]), c[2]).add_(radius).clamp_(-1, size - 1).floor_()
+        lo = c.amin(-1).sub_(radius).clamp_(0, size).ceil_()
+        hi = c.amax(-1).add_(radius).clamp_(-1, size - 1).floor_()
         keep &= hi >= lo  # also False where NaN
         box += [lo.nan_to_num_(0), hi.nan_to_num_(-1)]
     if backface_culling:
-        keep &= (u[1] - u[0]) * (v[2] - v[0]) - (v[1] - v[0]) * (u[2] - u[0]) <= 0
+        u0, u1, u2 = u.unbind(-1)
+        v0, v1, v2 = v.unbind(-1)
+        keep &= (u1 - u0) * (v2 - v0) - (v1 - v0) * (u2 - u0) <= 0
     return keep, torch.stack([box[0], box[2], box[1], box[3]]).long()
 
 
@@ -244,72 +279,122 @@ class _Settings:
     """Per-call constants shared by the forward and backward passes."""
 
     def __init__(
-        self, H: int, W: int, B: int, sigma: float, cutoff: float, box_size: int, max_pairs: int
+        self, H: int, W: int, B: int, sigma: float, cutoff: float, box_size: int, max_pairs: int,
+        device: torch.device,
     ) -> None:
         self.H, self.W, self.B = H, W, B
         self.scale = 1.0 / math.sqrt(sigma)  # pixels → units of sqrt(σ), where x = ±d²
         self.cutoff = cutoff
         self.box_size = box_size
         self.max_pairs = max_pairs
+        self.chunk_cost = CHUNK_COST_PAIRS["cpu" if device.type == "cpu" else "other"]
 
 
 class _Plan:
-    """Face tiles sorted by shape, and the chunks ``(start, end, h, w)`` that pack them."""
+    """Face tiles sorted by shape, and the chunks ``(start, end, h, w)`` that pack them.
 
-    def __init__(self, boxes: torch.Tensor, batch: torch.Tensor, s: _Settings) -> None:
+    The device is read once: a histogram of tile shapes (and the number of faces drawn), from
+    which the host knows how many tiles there are and packs the chunks; everything else is
+    computed on the device with shapes known in advance.
+    """
+
+    def __init__(self, keep: torch.Tensor, boxes: torch.Tensor, s: _Settings) -> None:
         size, dev = s.box_size, boxes.device
-        lo, hi = boxes[:2], boxes[2:]  # (2, N) each: x, y
-        ext = hi - lo + 1  # (2, N): w, h
-        face = torch.arange(boxes.shape[1], device=dev)
-        if ext.numel() and int(ext.max()) > size:
-            ntile = torch.div(ext + size - 1, size, rounding_mode="floor")
-            count = ntile[0] * ntile[1]
-            face = torch.repeat_interleave(face, count)
-            first = (torch.cumsum(count, 0) - count).index_select(0, face)
-            k = torch.arange(face.shape[0], device=dev) - first  # tile number within its face
-            nx = ntile[0].index_select(0, face)
+        F = keep.shape[1]
+        keep = keep.flatten()  # (B·F,)
+        lo, hi = boxes[:2].flatten(1), boxes[2:].flatten(1)  # (2, B·F): x, y
+        ext = torch.where(keep, hi - lo + 1, 1)  # (2, B·F): w, h
+        ntile = torch.div(ext + size - 1, size, rounding_mode="floor")
+        last = ext - (ntile - 1) * size  # the last column's width, the last row's height
+        full = ntile - 1
+        # A face's tiles: full_x·full_y of size × size, full_y of size × last_w (last column),
+        # full_x of last_h × size (last row) and one last_h × last_w; shape key h·(size + 1) + w.
+        keys = torch.stack([
+            torch.full_like(last[0], size * (size + 1) + size), size * (size + 1) + last[0],
+            last[1] * (size + 1) + size, last[1] * (size + 1) + last[0],
+        ])
+        count = torch.stack([full[0] * full[1], full[1], full[0], torch.ones_like(full[0])]) * keep
+        hist = torch.zeros((size + 1) ** 2, dtype=count.dtype, device=dev)
+        hist.index_add_(0, keys.flatten(), count.flatten())
+        summary = torch.cat([hist, keep.sum().view(1)]).tolist()  # the one read from the device
+        shapes, drawn = summary[:-1], summary[-1]
+        T = sum(shapes)
+        self.chunks = _pack(shapes, size, s.max_pairs, s.chunk_cost)
+        tiles = (ntile[0] * ntile[1]) * keep  # (B·F,)
+        owner = torch.repeat_interleave(torch.arange(keep.shape[0], device=dev), tiles, output_size=T)
+        origin, extent = lo.index_select(1, owner), ext.index_select(1, owner)  # (2, T)
+        if T > drawn:  # some faces are split into tiles
+            first = (torch.cumsum(tiles, 0) - tiles).index_select(0, owner)
+            k = torch.arange(T, device=dev) - first  # tile number within its face
+            nx = ntile[0].index_select(0, owner)
             sub = torch.stack([k % nx, torch.div(k, nx, rounding_mode="floor")])
-            origin = lo.index_select(1, face) + sub * size
-            extent = (hi.index_select(1, face) + 1 - origin).clamp_(max=size)
-        else:
-            origin, extent = lo, ext
+            end = origin + extent
+            origin = origin + sub * size
+            extent = (end - origin).clamp_(max=size)
+        batch = torch.div(owner, F, rounding_mode="floor")
         # Sort by height, then width, then position (image, row, column): memory locality for the
         # scatter into the image and the gather from it.
         shape = extent[1] * (size + 1) + extent[0]
-        where = (batch.index_select(0, face) * s.H + origin[1]) * s.W + origin[0]
+        where = (batch * s.H + origin[1]) * s.W + origin[0]
         order = torch.argsort(shape * (s.B * s.H * s.W) + where)
-        self.face = face.index_select(0, order)  # (N,) index into the culled faces
-        self.origin = origin.index_select(1, order)  # (2, N): x0, y0 of each tile
-        self.extent = extent.index_select(1, order)  # (2, N): w, h of each tile
-        self.batch = batch.index_select(0, self.face)
-        self.chunks = _pack(shape.index_select(0, order), size, s.max_pairs)
+        owner = owner.index_select(0, order)
+        self.batch = batch.index_select(0, order)  # (T,) image of each tile
+        self.face = owner - self.batch * F  # (T,) mesh face of each tile
+        self.origin = origin.index_select(1, order)  # (2, T): x0, y0 of each tile
+        self.extent = extent.index_select(1, order)  # (2, T): w, h of each tile
 
 
-def _pack(key: torch.Tensor, size: int, max_pairs: int) -> list[tuple[int, int, int, int]]:
-    """Greedy packing of shape-sorted tiles into chunks of at most ``max_pairs`` padded pairs."""
+def _pack(shapes: list[int], size: int, max_pairs: int, chunk_cost: int) -> list[tuple[int, int, int, int]]:
+    """Chunks ``(start, end, h, w)`` over the shape-sorted tiles, given the number of tiles of each
+    shape (index ``h·(size + 1) + w``).
+
+    A chunk pads its tiles to its largest height and width and holds at most ``max_pairs`` padded
+    pairs. Runs of consecutive shapes are chosen by dynamic programming to minimise
+    ``chunk_cost × chunks + padded pairs``; a run is cut into chunks of equal tile counts.
+    """
+    groups = [(divmod(key, size + 1), n) for key, n in enumerate(shapes) if n]
+    m = len(groups)
+    best, cut = [0.0] + [math.inf] * m, [0] * (m + 1)
+    for j in range(1, m + 1):
+        h, w, n = groups[j - 1][0][0], 0, 0  # h grows with the key: the run's last group has the largest
+        for i in range(j, max(0, j - _PACK_WINDOW), -1):
+            w, n = max(w, groups[i - 1][0][1]), n + groups[i - 1][1]
+            cost = best[i - 1] + chunk_cost * -(-n // (max_pairs // (h * w))) + n * h * w
+            if cost < best[j]:
+                best[j], cut[j] = cost, i - 1
+    runs, j = [], m
+    while j > 0:
+        runs.append((cut[j], j))
+        j = cut[j]
     chunks: list[tuple[int, int, int, int]] = []
-    if key.numel() == 0:
-        return chunks
-    keys, counts = torch.unique_consecutive(key, return_counts=True)
-    start = n = h_max = w_max = area = 0
-    for k, c in zip(keys.tolist(), counts.tolist()):
-        h, w = divmod(k, size + 1)
-        while c > 0:
-            nh, nw = max(h_max, h), max(w_max, w)
-            padded = nh * nw
-            take = min(c, max_pairs // padded - n)
-            if n and area < _MIN_FILL * n * padded:
-                take = 0  # growing the chunk's tile shape would pad its tiles too much
-            elif h * w < _MIN_FILL * padded:
-                take = min(take, int((area - _MIN_FILL * n * padded) // (_MIN_FILL * padded - h * w)))
-            if take <= 0:  # never with n == 0: then padded = h·w ≤ size² ≤ max_pairs
-                chunks.append((start, start + n, h_max, w_max))
-                start, n, h_max, w_max, area = start + n, 0, 0, 0, 0
-                continue
-            n, c, area = n + take, c - take, area + take * h * w
-            h_max, w_max = nh, nw
-    chunks.append((start, start + n, h_max, w_max))
+    start = 0
+    for i, j in reversed(runs):
+        run = groups[i:j]
+        n = sum(c for _, c in run)
+        h, w = run[-1][0][0], max(hw[1] for hw, _ in run)
+        k = -(-n // (max_pairs // (h * w)))
+        bounds = [start + n * q // k for q in range(k + 1)]
+        chunks += _split(run, start, bounds)
+        start += n
     return chunks
+
+
+def _split(run: list[tuple[tuple[int, int], int]], start: int, bounds: list[int]) -> list[tuple[int, int, int, int]]:
+    """The chunks ``[bounds[q], bounds[q + 1])`` of a run of shape groups that begins at tile
+    ``start``, each padded to the largest height and width among its own tiles."""
+    out = []
+    g, pos = 0, start  # current group and the first tile of it
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        h = w = 0
+        while g < len(run) and pos < b:
+            (gh, gw), n = run[g]
+            h, w = max(h, gh), max(w, gw)
+            if pos + n > b:  # the group continues in the next chunk
+                break
+            pos += n
+            g += 1
+        out.append((a, b, h, w))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,7 +415,7 @@ class _Geometry:
 
     def __init__(self, tri: torch.Tensor, plan: _Plan, s: _Settings) -> None:
         dt, dev = tri.dtype, tri.device
-        xy = tri.index_select(0, plan.face).permute(2, 1, 0).contiguous()  # (2, 3, N)
+        xy = tri.permute(2, 1, 0).contiguous()  # (2, 3, N): the tiles' triangles, in plan order
         vx = (xy[0] - plan.origin[0].to(dt)).mul_(s.scale)  # (3, N), local σ-scaled coordinates
         vy = (xy[1] - plan.origin[1].to(dt)).mul_(s.scale)
         # Make every triangle counter-clockwise in (x, y) by swapping vertices 1 and 2 of the others.
@@ -356,8 +441,8 @@ class _Geometry:
         self.last_y = (plan.extent[1] - 1).to(itype)
         self.index = torch.arange(s.box_size, device=dev, dtype=itype)[:, None]  # (size, 1)
         self.coord = self.index.to(dt) * s.scale
-        self.W = torch.tensor(s.W, dtype=itype, device=dev)
-        self.dummy = torch.tensor(s.B * s.H * s.W, dtype=itype, device=dev)  # index past the images
+        self.W = torch.full((), s.W, dtype=itype, device=dev)  # made on the device: no copy from the host
+        self.dummy = torch.full((), s.B * s.H * s.W, dtype=itype, device=dev)  # index past the images
 
 
 class _Workspace:
@@ -438,36 +523,35 @@ def _neg_log_keep(x: torch.Tensor, cutoff: float) -> torch.Tensor:
 
 class _SoftSilhouetteFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, tri, boxes, batch, s):  # type: ignore[override]
+    def forward(ctx, tri, plan, s):  # type: ignore[override]
         acc = torch.zeros(s.B * s.H * s.W + 1, dtype=tri.dtype, device=tri.device)  # + dummy
-        plan = _Plan(boxes, batch, s)
-        if plan.chunks:
-            geo = _Geometry(tri, plan, s)
-            ws = _Workspace(s.max_pairs, tri.dtype, tri.device)
+        geo = _Geometry(tri, plan, s) if plan.chunks else None
+        if geo is not None:
+            ws = _Workspace(_largest(plan.chunks), tri.dtype, tri.device)
             for chunk in plan.chunks:
                 ch = _Chunk(geo, chunk, ws)
                 x = ch.distances()[-1]
                 acc.index_add_(0, ch.pixel, _neg_log_keep(x, s.cutoff).view(-1), alpha=-1.0)
         acc = acc[:-1].clamp_max_(0.0)  # Σ_f log(1 − D'_f) per pixel
-        ctx.save_for_backward(tri, acc)
-        ctx.plan, ctx.settings = plan, s
+        ctx.save_for_backward(acc)
+        # The per-tile edge data (a few hundred bytes per tile) is kept for the backward pass.
+        ctx.plan, ctx.settings, ctx.geo, ctx.tri_shape = plan, s, geo, tri.shape
         return torch.expm1(acc).neg_().add_(0.0).view(s.B, s.H, s.W)  # + 0.0 turns −0 into 0
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):  # type: ignore[override]
-        tri, acc = ctx.saved_tensors
+        (acc,) = ctx.saved_tensors
         s: _Settings = ctx.settings
         plan: _Plan = ctx.plan
-        grad_tri = torch.zeros_like(tri)
-        if not plan.chunks:
-            return grad_tri, None, None, None
+        geo: _Geometry | None = ctx.geo
+        if geo is None:
+            return acc.new_zeros(ctx.tri_shape), None, None
         # silhouette = 1 − exp(acc): dsil/dx_f = exp(acc)·sigmoid(x_f) for pairs above the cutoff.
-        gpix = torch.zeros(acc.shape[0] + 1, dtype=tri.dtype, device=tri.device)  # + dummy
-        torch.mul(grad_out.reshape(-1).to(tri.dtype), torch.exp(acc), out=gpix[:-1])
-        geo = _Geometry(tri, plan, s)
-        ws = _Workspace(s.max_pairs, tri.dtype, tri.device)
-        sums = torch.empty(4, 3, plan.face.shape[0], dtype=tri.dtype, device=tri.device)
+        gpix = torch.zeros(acc.shape[0] + 1, dtype=acc.dtype, device=acc.device)  # + dummy
+        torch.mul(grad_out.reshape(-1).to(acc.dtype), torch.exp(acc), out=gpix[:-1])
+        ws = _Workspace(_largest(plan.chunks), acc.dtype, acc.device)
+        sums = torch.empty(4, 3, plan.face.shape[0], dtype=acc.dtype, device=acc.device)
         for chunk in plan.chunks:
             _chunk_sums(_Chunk(geo, chunk, ws), gpix, s.cutoff, sums[:, :, chunk[0] : chunk[1]])
         # Per edge: Σ g·r and Σ g·t·r with r = p − closest = c·n + (s − clamp)·u, t = clamp/ℓ.
@@ -480,8 +564,12 @@ class _SoftSilhouetteFn(torch.autograd.Function):
         swap = (grad[:, 2] - grad[:, 1]).mul_(geo.flip)  # back to the faces' own vertex order
         grad[:, 1].add_(swap)
         grad[:, 2].sub_(swap)
-        grad_tri.index_add_(0, plan.face, grad.permute(2, 1, 0))
-        return grad_tri, None, None, None
+        return grad.permute(2, 1, 0), None, None  # (N, 3, 2): per tile
+
+
+def _largest(chunks: list[tuple[int, int, int, int]]) -> int:
+    """Padded pairs of the largest chunk: the workspace's size."""
+    return max((b - a) * h * w for a, b, h, w in chunks)
 
 
 def _chunk_sums(ch: _Chunk, gpix: torch.Tensor, cutoff: float, out: torch.Tensor) -> None:

@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from smil.config import TrainConfig, to_dict
+from smil.data.batching import collate_items
 from smil.data.datasets import create_dataset
 from smil.errors import ConfigError, DataError
 from smil.io_utils import atomic_path, write_json_atomic
@@ -47,7 +48,6 @@ from smil.train.checkpoint import (
     save_atomic,
 )
 from smil.train.mean_params import body_unit, mean_parameters
-from smil.train.view_frame import to_view_frame
 from smil.train.schedule import (
     backbone_frozen,
     learning_rate,
@@ -55,6 +55,7 @@ from smil.train.schedule import (
     set_backbone_trainable,
     set_learning_rate,
 )
+from smil.train.view_frame import to_view_frame
 
 log = logging.getLogger("smil.train")
 
@@ -97,11 +98,16 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 def run_model(model: torch.nn.Module, batch: dict[str, torch.Tensor], mode: str) -> dict[str, Any]:
-    """Call the (possibly DDP-wrapped) model: DDP synchronises gradients through its forward."""
+    """Call the (possibly DDP-wrapped) model: DDP synchronises gradients through its forward.
+
+    The one place the network is fed: the batch's ``uint8`` images are normalised here, on the batch's
+    device (``smil.data.images.normalise_images``, float32 even under autocast)."""
+    from smil.data.images import normalise_images
+
     if mode == "singleview":
-        return model(batch["image"][:, 0])
+        return model(normalise_images(batch["image"][:, 0]))
     calibration = {"K": batch["K"], "R": batch["R"], "t": batch["t"]}
-    return model(batch["image"], batch["view_mask"], calibration)
+    return model(normalise_images(batch["image"]), batch["view_mask"], calibration)
 
 
 def as_float32(pred: dict[str, Any]) -> dict[str, Any]:
@@ -189,7 +195,10 @@ class Trainer:
             silhouette_sigma=cfg.loss.silhouette_sigma,
         )
         self.loss = SmilLoss(self.body, settings).to(self.device)
-        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, cfg.optim), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        # One fused kernel per step on CUDA (no per-parameter host reads); multi-tensor kernels elsewhere.
+        fused = all(p.is_cuda for p in self.model.parameters())
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, cfg.optim), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                                           fused=fused or None, foreach=None if fused else True)
         self.sampler = EpochSampler(self.train_ds, cfg.data.epoch_fraction, cfg.seed, self.info.rank, self.info.world_size)
         self.loader = self._loader(self.train_ds, self.sampler)
         self.fingerprints = {"train": data_fingerprint(reader)}
@@ -215,6 +224,7 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             generator=g,
             persistent_workers=False,
+            collate_fn=collate_items,  # one shared-memory buffer per batch (smil.data.batching)
         )
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -325,10 +335,21 @@ class Trainer:
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
             count += 1
-            sums["loss"] = sums.get("loss", 0.0) + float(total.detach())
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            self._tick(progress, step, steps, float(total.detach()))
+            # No host-device synchronisation per step: the sums stay on the device (float64, so they
+            # equal sums of Python floats) and are read after the last step; the loss shown is read
+            # only at the steps where it is logged.
+            names = ("loss", *terms)
+            values = torch.stack([total.detach(), *terms.values()]).double()
+            sums[names] = sums[names] + values if names in sums else values
+            if step + 1 == steps:
+                per_term: dict[str, float] = {}
+                for key, vals in sums.items():
+                    for k, v in zip(key, vals.tolist()):
+                        per_term[k] = per_term.get(k, 0.0) + v
+                sums = per_term
+            if step == 0 or (step + 1) % cfg.log_every == 0 or step + 1 == steps:
+                shown = float(total.detach())
+            self._tick(progress, step, steps, shown)
         self._close(progress)
         out = {f"train/{k}": v / max(count, 1) for k, v in sums.items()}
         out["lr"] = float(self.optimizer.param_groups[-1]["lr"])
