@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from test_incremental import tiny_copy, tiny_local_run
-from workflow_utils import copy_workflow, snakemake
+from workflow_utils import snakemake
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -43,7 +43,7 @@ def format_info(d: dict[str, Any]) -> str:
         f"  joints (J)       {d['num_joints']}",
         f"  image size       {w}×{h}",
         f"  valid views      {d['valid_views']} of {d['num_samples'] * d['num_views']}; with mask {d['views_with_mask']}",
-        f"  splits           " + ", ".join(f"{k} {v}" for k, v in sizes.items()) + f" (seed {attrs.get('split_seed')})",
+        "  splits           " + ", ".join(f"{k} {v}" for k, v in sizes.items()) + f" (seed {attrs.get('split_seed')})",
         f"  source           {attrs.get('source_kind')}, world unit {attrs.get('world_unit_m')} m",
         f"  body model       {attrs.get('body_model_sha256') or '(none)'}",
         f"  written by       smil {attrs.get('smil_version')}",
