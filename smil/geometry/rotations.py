@@ -67,7 +67,7 @@ def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _skew(v: torch.Tensor) -> torch.Tensor:
+def skew(v: torch.Tensor) -> torch.Tensor:
     """Cross-product matrix ``[v]_×`` of ``(..., 3)`` vectors, shape ``(..., 3, 3)``."""
     x, y, z = v.unbind(-1)
     o = torch.zeros_like(x)
@@ -93,7 +93,7 @@ def axis_angle_to_matrix(aa: torch.Tensor) -> torch.Tensor:
     b_small = 0.5 - theta2 / 24 + theta2 * theta2 / 720
     a = torch.where(small, a_small, a_big)[..., None, None]
     b = torch.where(small, b_small, b_big)[..., None, None]
-    k = _skew(aa)
+    k = skew(aa)
     eye = torch.eye(3, dtype=aa.dtype, device=aa.device).expand_as(k)
     return eye + a * k + b * (k @ k)
 

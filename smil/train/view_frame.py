@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from smil.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from smil.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle, skew
 
 #: Ground-truth parameters that place the root joint (the rest depend on no frame).
 _PLACEMENT = ("betas", "scale", "betas_trans", "log_beta_scales")
@@ -40,9 +40,7 @@ def centring_rotation(K: torch.Tensor, image_size: int) -> torch.Tensor:
     z[..., 2] = 1.0
     v = torch.linalg.cross(d, z, dim=-1)  # axis · sin(angle)
     cos = d[..., 2]
-    x, y, w = v.unbind(-1)
-    o = torch.zeros_like(x)
-    vx = torch.stack([torch.stack([o, -w, y], -1), torch.stack([w, o, -x], -1), torch.stack([-y, x, o], -1)], -2)
+    vx = skew(v)
     eye = torch.eye(3, dtype=K.dtype, device=K.device).expand_as(vx)
     # Rodrigues for unit vectors a → b: I + [v]× + [v]×² / (1 + a·b); a·b > 0 for a ray in front
     return eye + vx + (vx @ vx) / (1.0 + cos)[..., None, None]
