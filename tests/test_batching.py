@@ -64,3 +64,18 @@ def test_items_pickle_as_ordinary_dicts_outside_workers(tmp_path: Path) -> None:
         assert type(clone) is ItemDict and storages(clone) == len(clone)
     clone = pickle.loads(pickle.dumps(item))
     assert clone.keys() == item.keys() and all(torch.equal(clone[k], item[k]) for k in item)
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_batches_built_at_once_equal_items_built_one_by_one(tmp_path: Path, augment: bool) -> None:
+    path = make_dataset(tmp_path / "d.h5", num_samples=7, num_views=3, size=32, invalid={2: [1], 4: [0, 2]})
+    for cls, kw in ((MultiViewDataset, {"random_view_subsets": augment}), (SingleViewDataset, {})):
+        # cached per-sample arrays (vectorised geometry) against reading every item from the file
+        cached = cls(path, None, 32, augment=augment, seed=1, **kw)
+        from_file = cls(path, None, 32, augment=augment, seed=1, cache_bytes=0, **kw)
+        indices = [5, 0, 3, 3, 1]
+        items = cached.__getitems__(indices)
+        batch = collate_items(items)
+        assert batch is items.batch and storages(batch) == 1  # passed through, not copied
+        assert_same_batches([default_collate([from_file[i] for i in indices])], [batch])
+        assert_same_batches([default_collate(items)], [batch])

@@ -231,3 +231,29 @@ def test_masks_are_lossless_and_binary_masks_are_one_bit() -> None:
     # PNG IHDR: bit depth is byte 24 of the file
     assert encode_png_mask(binary)[24] == 1
     assert encode_png_mask(graded)[24] == 8
+
+
+def test_one_bit_masks_are_standard_pngs_and_damage_is_reported() -> None:
+    import cv2
+
+    from smil.data.images import decode_mask_bits, decode_png_mask
+
+    mask = np.zeros((37, 53), np.uint8)  # width not a multiple of 8
+    cv2.circle(mask, (30, 17), 12, 255, -1)
+    data = encode_png_mask(mask)
+    # any PNG reader gives the same 0/255 image
+    assert np.array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE), mask)
+    out = np.full(mask.shape, 9, np.uint8)
+    assert np.array_equal(decode_mask_bits(data, out), mask // 255)
+    # 1-bit PNGs from other writers (filtered rows) still decode
+    ok, other = cv2.imencode(".png", mask, [cv2.IMWRITE_PNG_BILEVEL, 1])
+    assert ok and np.array_equal(decode_png_mask(other.tobytes()), mask)
+    assert np.array_equal(decode_mask_bits(other.tobytes(), out), mask // 255)
+    with pytest.raises(DataError, match="expected 10×10"):
+        decode_mask_bits(data, np.zeros((10, 10), np.uint8), path="m.png")
+    idat = data.index(b"IDAT")
+    flipped = bytearray(data)
+    flipped[idat + 10] ^= 0xFF
+    for damaged in (bytes(flipped), data[: idat + 20]):
+        with pytest.raises(DataError, match="m.png"):
+            decode_png_mask(damaged, path="m.png")

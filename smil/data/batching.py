@@ -9,6 +9,9 @@ Here the whole batch is one segment, so one round trip:
 - :func:`collate_items` (pass it as ``DataLoader(collate_fn=collate_items)``) stacks the items straight
   into one buffer, in shared memory when it runs in a worker; the batch is sent as that buffer, with
   no further copy.
+- A dataset can build a whole batch at once (``__getitems__``, which a DataLoader calls with the
+  batch's indices): it fills an :func:`allocate_batch` buffer in place and returns it as an
+  :class:`ItemBatch`, which :func:`collate_items` passes through without a copy.
 - Items are :class:`ItemDict`; ``default_collate`` keeps a mutable mapping's type, so a loader without
   ``collate_fn`` still gets an ``ItemDict`` batch, which is copied into one buffer when it is pickled
   in a worker (one copy more than :func:`collate_items`, but one round trip instead of one per key).
@@ -85,10 +88,42 @@ class ItemDict(dict):
         return unpack, (layout, buffer)
 
 
+def allocate_batch(specs: Iterable[tuple[str, torch.dtype, tuple[int, ...]]]) -> ItemDict:
+    """An uninitialised batch, every ``(key, dtype, shape)`` a view into one buffer (shared memory in a
+    DataLoader worker), which a worker sends as is; fill it in place."""
+    layout, nbytes = _layout(specs)
+    buffer = _buffer(nbytes)
+    batch = ItemDict(unpack(layout, buffer))
+    batch._packed = (layout, buffer, tuple(batch.values()))
+    return batch
+
+
+class ItemBatch(Sequence):
+    """What a dataset's ``__getitems__`` returns: the items of a batch built in one go, each item a
+    view into ``batch``. :func:`collate_items` returns ``batch`` itself (no copy); any other
+    ``collate_fn`` (``default_collate``) sees an ordinary sequence of items."""
+
+    def __init__(self, batch: ItemDict):
+        self.batch = batch
+        self._len = len(next(iter(batch.values()))) if batch else 0
+        self._items: list[ItemDict] | None = None  # made on first access only
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i: int) -> ItemDict:  # type: ignore[override]
+        if self._items is None:
+            columns = [(k, v.unbind(0)) for k, v in self.batch.items()]
+            self._items = [ItemDict({k: rows[b] for k, rows in columns}) for b in range(self._len)]
+        return self._items[i]
+
+
 def collate_items(items: Sequence[Mapping[str, torch.Tensor]]) -> ItemDict:
     """Stack dataset items into a batch ``(B, …)`` per key, every key in one buffer (shared memory in a
     DataLoader worker). Same keys, shapes, dtypes and values as ``default_collate`` gives for items
-    whose values are tensors."""
+    whose values are tensors. An :class:`ItemBatch` is already that batch and is returned as is."""
+    if isinstance(items, ItemBatch):
+        return items.batch
     if not items:
         raise DataError("cannot collate an empty batch")
     first = items[0]
@@ -98,10 +133,7 @@ def collate_items(items: Sequence[Mapping[str, torch.Tensor]]) -> ItemDict:
     for key, value in first.items():
         if not isinstance(value, torch.Tensor):
             raise DataError(f"collate_items collates tensors; item key {key!r} is a {type(value).__name__}")
-    layout, nbytes = _layout((k, v.dtype, (len(items), *v.shape)) for k, v in first.items())
-    buffer = _buffer(nbytes)
-    batch = ItemDict(unpack(layout, buffer))
+    batch = allocate_batch((k, v.dtype, (len(items), *v.shape)) for k, v in first.items())
     for key, out in batch.items():
         torch.stack([item[key] for item in items], out=out)
-    batch._packed = (layout, buffer, tuple(batch.values()))
     return batch

@@ -28,9 +28,15 @@ normalisation to float32 is left to the device (a quarter of the bytes to collat
 processes). Views that are not used (invalid, or dropped by ``random_view_subsets``) and absent masks
 are not decoded: their images (black) and masks are zeros; the multi-view regressor never looks at them.
 ``masks=False`` skips the masks altogether (no ``mask`` key, ``has_mask`` all False) for training
-without a silhouette term. Items are :class:`smil.data.batching.ItemDict`, so a worker's batch reaches
-the training process as one shared-memory buffer; ``DataLoader(collate_fn=smil.data.batching.collate_items)``
-also collates straight into that buffer (see :mod:`smil.data.batching`).
+without a silhouette term.
+
+Batches are built whole: a DataLoader calls ``__getitems__`` with a batch's indices, which allocates
+the batch's one buffer (shared memory in a worker, see :mod:`smil.data.batching`), decodes every
+image and mask straight into it, and, for cached files without augmentation, gathers the cameras,
+keypoints and parameters of all items with one indexing operation per key. With
+``DataLoader(collate_fn=smil.data.batching.collate_items)`` that buffer is the batch (no stacking
+copy) and reaches the training process as one shared-memory segment. ``dataset[i]`` is the same
+code for a batch of one; items are :class:`smil.data.batching.ItemDict`.
 """
 
 from __future__ import annotations
@@ -54,8 +60,8 @@ from smil.data.augment import (
     transform_points,
     warp,
 )
-from smil.data.batching import ItemDict
-from smil.data.images import decode_image, decode_png_mask, to_channels_first
+from smil.data.batching import ItemBatch, ItemDict, allocate_batch
+from smil.data.images import decode_image, decode_mask_bits, decode_png_mask, to_channels_first
 from smil.data.store import DatasetReader, open_dataset
 from smil.errors import DataError
 
@@ -190,11 +196,15 @@ class _StoreDataset(Dataset):
                             path=self.reader.path) from None
         return [b if u else b"" for b, u in zip(blobs, used)]
 
-    def _sample(self, idx: int, used: np.ndarray) -> dict[str, Any]:
+    def _sample(self, idx: int, used: np.ndarray, *, geometry: bool = True) -> dict[str, Any]:
         """Sample ``idx`` as :meth:`DatasetReader.get_sample` gives it, with ``image_bytes`` and
-        ``mask_bytes`` (V each; ``b""`` for views not in ``used``, absent masks and ``masks=False``)."""
+        ``mask_bytes`` (V each; ``b""`` for views not in ``used``, absent masks and ``masks=False``).
+        ``geometry=False`` (cached files only): just ``index`` and the bytes."""
         r = self.reader
-        if self._cache is None:
+        if not geometry and self._cache is not None:
+            row = int(self._cache["row"][idx])
+            sample = {"index": idx, "image_bytes": self._read_bytes(idx, row, "images", used)}
+        elif self._cache is None:
             sample = r.get_sample(idx, decode_images=False, masks=False)
             sample["image_bytes"] = [b if u else b"" for b, u in zip(sample["image_bytes"], used)]
             row = -1
@@ -221,25 +231,98 @@ class _StoreDataset(Dataset):
         return sample
 
     # -- preparing -------------------------------------------------------------------------------
-    def _views(
-        self, sample: dict[str, Any], views: list[int], used: np.ndarray, rng: np.random.Generator | None
-    ) -> dict[str, np.ndarray]:
-        """Prepare the given stored views of a sample for the network (images only where ``used``).
+    def _plan(self, i: int) -> tuple[int, np.ndarray, np.ndarray, int]:
+        """Item ``i`` as (sample index, stored views (n,), valid (n,) bool, ``view`` key)."""
+        raise NotImplementedError
 
-        Geometry comes back float32 except under a warp (float64, cast by :meth:`_item`)."""
+    def __getitem__(self, i: int) -> ItemDict:
+        return ItemBatch(self._batch([i]))[0]
+
+    def __getitems__(self, indices: list[int]) -> ItemBatch:
+        """The items ``indices`` built as one batch (the DataLoader's call): one buffer, filled in place,
+        which :func:`smil.data.batching.collate_items` passes through without a copy."""
+        return ItemBatch(self._batch(indices))
+
+    def _specs(self, B: int, n: int) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+        S_, J = self.image_size, len(self.joint_names)
+        u8, f32, b = torch.uint8, torch.float32, torch.bool
+        specs = [
+            ("image", u8, (B, n, 3, S_, S_)), ("view_mask", b, (B, n)),
+            ("K", f32, (B, n, 3, 3)), ("R", f32, (B, n, 3, 3)), ("t", f32, (B, n, 3)),
+            ("keypoints2d", f32, (B, n, J, 2)), ("visibility", f32, (B, n, J)), ("keypoints3d", f32, (B, J, 3)),
+            ("has_mask", b, (B, n)), ("index", torch.int64, (B,)), ("view", torch.int64, (B,)),
+        ]
+        if self.masks:
+            specs.append(("mask", u8, (B, n, S_, S_)))
+        for name in self.reader.param_names:
+            specs += [(f"params/{name}", f32, (B, *self.reader.param_shapes[name])), (f"has_{name}", b, (B,))]
+        return specs
+
+    def _batch(self, indices: list[int]) -> ItemDict:
+        """Items ``indices`` as a batch ``(B, …)`` per key (see the module docstring), built in place."""
+        plans = [self._plan(int(i)) for i in indices]
+        if not plans:
+            raise DataError("cannot build an empty batch")
+        r = self.reader
+        idxs = np.array([p[0] for p in plans], dtype=np.int64)
+        views = np.stack([p[1] for p in plans])  # (B, n)
+        valid = np.stack([p[2] for p in plans])
+        batch = allocate_batch(self._specs(*views.shape))
+        out = {k: v.numpy() for k, v in batch.items()}
+        out["index"][:] = idxs
+        out["view"][:] = [p[3] for p in plans]
+        out["view_mask"][:] = valid
+        has_mask = np.take_along_axis(r.has_mask[idxs], views, axis=1) & valid
+        out["has_mask"][:] = has_mask if self.masks else False
+        for name in r.param_names:
+            out[f"has_{name}"][:] = r.has_params[name][idxs]
+        cache = self._cache
+        plain_cached = not self.augment and self._stored_size_is_input and cache is not None
+        if plain_cached:  # geometry of every item in a few array operations
+            rows = cache["row"][idxs]
+            a, sel = cache["arrays"], (rows[:, None], views)
+            for key, name in (("K", S.K), ("R", S.R), ("t", S.T)):
+                out[key][:] = a[name][sel]
+            kp, vis = cache["plain"]
+            out["keypoints2d"][:] = kp[sel]
+            np.multiply(vis[sel], valid[..., None], out=out["visibility"])
+            out["keypoints3d"][:] = a[S.KEYPOINTS3D][rows]
+            for name in r.param_names:
+                out[f"params/{name}"][:] = a[S.param_path(name)][rows]
+        for b, (idx, item_views, item_valid, view) in enumerate(plans):
+            used = np.zeros(r.num_views, dtype=bool)
+            used[item_views[item_valid]] = True
+            sample = self._sample(idx, used, geometry=not plain_cached)
+            rng = self._rng(idx * 64 + max(view, 0)) if self.augment else None
+            self._fill(b, sample, item_views, item_valid, has_mask[b], rng, out, geometry=not plain_cached)
+        return batch
+
+    def _fill(
+        self,
+        b: int,
+        sample: dict[str, Any],
+        views: np.ndarray,
+        valid: np.ndarray,
+        has_mask: np.ndarray,
+        rng: np.random.Generator | None,
+        out: dict[str, np.ndarray],
+        *,
+        geometry: bool,
+    ) -> None:
+        """Write item ``b`` of the batch ``out``: the images (and masks) of its ``valid`` views, and,
+        with ``geometry``, its cameras, keypoints and body parameters."""
         size = self.image_size
-        n = len(views)
-        base = self._base
         color = random_color(rng, self.settings) if rng is not None else None
-        affines = [base if rng is None else random_similarity(rng, size, self.settings) @ base for _ in views]
+        affines = [self._base if rng is None else random_similarity(rng, size, self.settings) @ self._base
+                   for _ in views]
         # without augmentation at the stored size the warp is the identity: use the stored pixels as they are
         plain = rng is None and self._stored_size_is_input
         where = f"{self._path}[{sample['index']}]"
-        image = np.empty((n, 3, size, size), dtype=np.uint8)
-        mask = np.zeros((n, size, size), dtype=np.uint8) if self.masks else None
+        image = out["image"][b]
+        mask = out["mask"][b] if self.masks else None
         for k, (v, A) in enumerate(zip(views, affines)):
             data = sample["image_bytes"][v]
-            if used[k] and len(data):
+            if valid[k] and len(data):
                 img = decode_image(data, path=where, rgb=False)  # BGR: no colour conversion needed
                 if not plain:
                     img = warp(img, A, size)
@@ -248,18 +331,24 @@ class _StoreDataset(Dataset):
                 to_channels_first(img, out=image[k], bgr=True)
             else:
                 image[k] = 0
-            if mask is not None and len(sample["mask_bytes"][v]):
-                m = decode_png_mask(sample["mask_bytes"][v], path=where)
-                if not plain:
-                    m = warp(m, A, size, is_mask=True)
-                np.greater(m, 127, out=mask[k], casting="unsafe")
-        sel = np.asarray(views)  # fancy indexing: copies, never views of the cache
-        if plain:
-            K, R, t = sample["K"][sel], sample["R"][sel], sample["t"][sel]
-            if "plain_keypoints2d" in sample:
-                kp, vis = sample["plain_keypoints2d"][sel], sample["plain_visibility"][sel]
+            if mask is None:
+                continue
+            if has_mask[k] and len(sample["mask_bytes"][v]):
+                if plain:
+                    decode_mask_bits(sample["mask_bytes"][v], path=where, out=mask[k])
+                else:
+                    m = warp(decode_png_mask(sample["mask_bytes"][v], path=where), A, size, is_mask=True)
+                    np.greater(m, 127, out=mask[k], casting="unsafe")
             else:
-                kp, vis = _keypoints_in_image(sample["keypoints2d"][sel], sample["visibility"][sel], size)
+                mask[k] = 0
+        if not geometry:
+            return
+        if plain:
+            K, R, t = sample["K"][views], sample["R"][views], sample["t"][views]
+            if "plain_keypoints2d" in sample:
+                kp, vis = sample["plain_keypoints2d"][views], sample["plain_visibility"][views]
+            else:
+                kp, vis = _keypoints_in_image(sample["keypoints2d"][views], sample["visibility"][views], size)
         else:
             cams = [
                 apply_affine_to_camera(A, sample["K"][v].astype(np.float64), sample["R"][v].astype(np.float64),
@@ -269,37 +358,13 @@ class _StoreDataset(Dataset):
             K, R, t = (np.stack([c[i] for c in cams]) for i in range(3))
             kp = np.stack([transform_points(sample["keypoints2d"][v].astype(np.float64), A)
                            for v, A in zip(views, affines)])
-            kp, vis = _keypoints_in_image(kp, sample["visibility"][sel], size)
-        out = {"image": image, "K": K, "R": R, "t": t, "keypoints2d": kp, "visibility": vis}
-        if mask is not None:
-            out["mask"] = mask
-        return out
-
-    def _item(self, sample: dict[str, Any], views: list[int], valid: np.ndarray, view: int) -> dict[str, torch.Tensor]:
-        rng = self._rng(sample["index"] * 64 + max(view, 0)) if self.augment else None
-        prepared = self._views(sample, views, valid, rng)
-        has_mask = sample["has_mask"][views] & valid
-        f32 = np.float32
-        item: dict[str, Any] = {
-            "image": prepared["image"],
-            "view_mask": valid,
-            "K": prepared["K"].astype(f32, copy=False),
-            "R": prepared["R"].astype(f32, copy=False),
-            "t": prepared["t"].astype(f32, copy=False),
-            "keypoints2d": prepared["keypoints2d"].astype(f32, copy=False),
-            "visibility": (prepared["visibility"] * valid[:, None]).astype(f32, copy=False),
-            "keypoints3d": sample["keypoints3d"].astype(f32),  # a copy: never share the cache
-            "has_mask": has_mask if self.masks else np.zeros_like(has_mask),
-            "index": np.asarray(sample["index"], dtype=np.int64),
-            "view": np.asarray(view, dtype=np.int64),
-        }
-        if "mask" in prepared:
-            item["mask"] = prepared["mask"]
+            kp, vis = _keypoints_in_image(kp, sample["visibility"][views], size)
+        out["K"][b], out["R"][b], out["t"][b] = K, R, t
+        out["keypoints2d"][b] = kp
+        out["visibility"][b] = vis * valid[:, None]
+        out["keypoints3d"][b] = sample["keypoints3d"]
         for name, value in sample["params"].items():
-            item[f"params/{name}"] = np.array(value, dtype=f32)  # a copy: never share the cache
-            item[f"has_{name}"] = np.asarray(sample["has_params"][name], dtype=bool)
-        # every value is a fresh, writable array: from_numpy is several times cheaper than as_tensor
-        return ItemDict({k: torch.from_numpy(v) for k, v in item.items()})
+            out[f"params/{name}"][b] = value
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -326,12 +391,9 @@ class SingleViewDataset(_StoreDataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def _plan(self, i: int) -> tuple[int, np.ndarray, np.ndarray, int]:
         idx, view = self.pairs[i]
-        used = np.zeros(self.reader.num_views, dtype=bool)
-        used[view] = True
-        sample = self._sample(idx, used)
-        return self._item(sample, [view], np.array([True]), view)
+        return idx, np.array([view]), np.array([True]), view
 
 
 class MultiViewDataset(_StoreDataset):
@@ -359,7 +421,7 @@ class MultiViewDataset(_StoreDataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def _plan(self, i: int) -> tuple[int, np.ndarray, np.ndarray, int]:
         idx = int(self.indices[i])
         valid = self.reader.view_valid[idx].astype(bool).copy()
         if self.random_view_subsets:
@@ -370,9 +432,7 @@ class MultiViewDataset(_StoreDataset):
             keep = rng.choice(real, size=n_keep, replace=False)
             valid = np.zeros_like(valid)
             valid[keep] = True
-        V = len(valid)
-        sample = self._sample(idx, valid)
-        return self._item(sample, list(range(V)), valid, -1)  # unused views' images are zeros
+        return idx, np.arange(len(valid)), valid, -1  # unused views' images are zeros
 
 
 def create_dataset(

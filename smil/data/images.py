@@ -22,6 +22,8 @@ Conventions:
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,22 +107,90 @@ def decode_jpeg(data: bytes | np.ndarray, path: str | Path = "<dataset>") -> np.
     return decode_image(data, path=path)
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_BILEVEL_IHDR_TAIL = bytes([1, 0, 0, 0, 0])  # bit depth 1, greyscale, deflate, adaptive filters, no interlace
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def _encode_bilevel_png(mask: np.ndarray) -> bytes:
+    """A 1-bit greyscale PNG of ``mask != 0`` with every row unfiltered (filter type 0), so that
+    :func:`_bilevel_png_bits` decodes it with one inflate and one bit unpacking."""
+    h, w = mask.shape
+    rows = np.zeros((h, 1 + (w + 7) // 8), dtype=np.uint8)  # column 0: each row's filter type (0)
+    rows[:, 1:] = np.packbits(mask, axis=1)
+    header = struct.pack(">II", w, h) + _BILEVEL_IHDR_TAIL
+    return b"".join((_PNG_SIGNATURE, _png_chunk(b"IHDR", header),
+                     _png_chunk(b"IDAT", _deflate_runs(rows.tobytes())), _png_chunk(b"IEND", b"")))
+
+
+def _deflate_runs(data: bytes) -> bytes:
+    """zlib stream of ``data`` with run-length matching only (``Z_RLE``, level 1): for mask rows a
+    third of the time of the default level 6 at about 15 % more bytes."""
+    z = zlib.compressobj(1, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
+    return z.compress(data) + z.flush()
+
+
+def _bilevel_png_bits(data: bytes | np.ndarray, path: str | Path) -> np.ndarray | None:
+    """``(H, W)`` ``uint8`` 0/1 of a 1-bit greyscale, non-interlaced PNG whose rows are all unfiltered
+    (what :func:`encode_png_mask` writes); None for any other image, which OpenCV then decodes. A
+    damaged file of this kind (bad chunk CRC, bad deflate stream, wrong length) is a :class:`DataError`."""
+    buf = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+    if len(buf) < 33 or not buf.startswith(_PNG_SIGNATURE) or buf[12:16] != b"IHDR" or buf[24:29] != _BILEVEL_IHDR_TAIL:
+        return None
+    w, h = struct.unpack_from(">II", buf, 16)
+    idat: list[bytes] = []
+    pos, ended = 8, False
+    while pos + 12 <= len(buf) and not ended:
+        (length,), tag = struct.unpack_from(">I", buf, pos), buf[pos + 4 : pos + 8]
+        body_end = pos + 8 + length
+        if body_end + 4 > len(buf):
+            break
+        if tag == b"IDAT":
+            body = buf[pos + 8 : body_end]
+            if zlib.crc32(tag + body) != struct.unpack_from(">I", buf, body_end)[0]:
+                raise DataError("cannot decode mask PNG (IDAT checksum mismatch)", path=path)
+            idat.append(body)
+        ended = tag == b"IEND"
+        pos = body_end + 4
+    stride = 1 + (w + 7) // 8
+    try:
+        raw = zlib.decompress(b"".join(idat)) if ended and idat else b""
+    except zlib.error:
+        raw = b""
+    if w == 0 or h == 0 or len(raw) != h * stride:
+        raise DataError("cannot decode mask PNG (truncated or corrupt)", path=path)
+    rows = np.frombuffer(raw, dtype=np.uint8).reshape(h, stride)
+    if rows[:, 0].any():
+        return None  # filtered rows (another writer): OpenCV undoes the filters
+    return np.unpackbits(rows[:, 1:], axis=1, count=w)
+
+
 def encode_png_mask(mask: np.ndarray) -> bytes:
     """Encode a single-channel ``uint8`` mask as PNG bytes (lossless).
 
-    A binary mask (every value 0 or 255) is written as a 1-bit PNG, which decodes to the same 0/255
-    array about 2.5× faster than an 8-bit one (training loaders decode one per item); any other mask
-    stays 8-bit."""
+    A binary mask (every value 0 or 255) is written as a 1-bit PNG with unfiltered rows: about half
+    the bytes of OpenCV's 1-bit PNG, and it decodes to the same 0/255 array (in any PNG reader) about
+    4× faster with :func:`decode_png_mask` (training loaders decode one per item). Any other mask stays
+    8-bit."""
     m = np.ascontiguousarray(mask, dtype=np.uint8)
-    binary = cv2.countNonZero(m) == cv2.countNonZero(cv2.compare(m, 255, cv2.CMP_EQ)) if m.size else False
-    ok, buf = cv2.imencode(".png", m, [cv2.IMWRITE_PNG_BILEVEL, 1] if binary else [])
+    if m.ndim != 2:
+        raise ShapeMismatchError(f"mask: expected (H, W), got {m.shape}")
+    if m.size and cv2.countNonZero(m) == cv2.countNonZero(cv2.compare(m, 255, cv2.CMP_EQ)):
+        return _encode_bilevel_png(m)
+    ok, buf = cv2.imencode(".png", m)
     if not ok:
         raise DataError("PNG encoding failed", field="mask")
     return buf.tobytes()
 
 
 def decode_png_mask(data: bytes | np.ndarray, path: str | Path = "<dataset>") -> np.ndarray:
-    """Decode PNG mask bytes to ``uint8`` ``(H, W)``."""
+    """Decode PNG mask bytes to ``uint8`` ``(H, W)`` (a 1-bit PNG gives 0/255)."""
+    bits = _bilevel_png_bits(data, path)
+    if bits is not None:
+        return np.multiply(bits, np.uint8(255))
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data
     mask = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if buf.size else None
     if mask is None:
@@ -128,13 +198,31 @@ def decode_png_mask(data: bytes | np.ndarray, path: str | Path = "<dataset>") ->
     return mask
 
 
+def decode_mask_bits(data: bytes | np.ndarray, out: np.ndarray, path: str | Path = "<dataset>") -> np.ndarray:
+    """Decode PNG mask bytes into ``out`` (``uint8`` ``(H, W)``) as 0/1 (pixel > 127: 1)."""
+    bits = _bilevel_png_bits(data, path)
+    if bits is None:
+        bits = decode_png_mask(data, path)
+        bits = np.greater(bits, 127, out=bits, casting="unsafe") if bits.shape == out.shape else bits
+    if bits.shape != out.shape:
+        raise DataError(f"mask is {bits.shape[1]}×{bits.shape[0]}, expected {out.shape[1]}×{out.shape[0]}",
+                        path=path)
+    out[...] = bits
+    return out
+
+
 def load_mask(ref: dict[str, Any]) -> np.ndarray:
     """Load a mask reference ``{"path", "value"}`` as ``uint8`` ``(H, W)``, 255 = animal."""
     path = ref.get("path")
     if path is None:
         raise DataError("a mask reference needs a 'path'", field="mask")
-    data = np.frombuffer(read_bytes(path), dtype=np.uint8)
-    ids = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    raw = read_bytes(path)
+    bits = _bilevel_png_bits(raw, path)
+    if bits is not None:
+        ids = np.multiply(bits, np.uint8(255))  # what any PNG reader gives for a 1-bit image
+    else:
+        data = np.frombuffer(raw, dtype=np.uint8)
+        ids = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if ids is None:
         raise DataError("cannot decode mask image (corrupt or not an image)", path=path)
     if ids.ndim == 3:  # BGR(A): id = R + 256 G + 65536 B
