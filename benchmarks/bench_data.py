@@ -351,7 +351,6 @@ def main(argv: list[str] | None = None) -> int:
     key = f"ratio_workers{WORKERS}_aug_off"
     result["summary"] = {
         "preprocess_ratio": {n: r["ratio"] for n, r in result["preprocess"].items()},
-        "preprocess_ratio_workers2": {n: r["ratio_workers2"] for n, r in result["preprocess"].items()},
         "loader_ratio_workers2_aug_off": {n: r[key] for n, r in result["loader"].items()},
         "loader_ratio_workers0_aug_off": {n: r["ratio_workers0_aug_off"] for n, r in result["loader"].items()},
         "loader_ratio_workers2_aug_on": {n: r[f"ratio_workers{WORKERS}_aug_on"] for n, r in result["loader"].items()},

@@ -29,10 +29,8 @@ References, each timed over the same views:
 ``smil preprocess`` is timed end to end (manifest parsing, crop planning, decoding, encoding, HDF5
 writes, splits, summary), once as shipped (JPEGs decoded at 1/2, 1/4 or 1/8 size by libjpeg when the
 crop is that much larger than the stored size) and once with ``reduced_decode=False`` (the same
-full-size decode as the bare loop), and once with ``--workers 2`` (``ratio_workers2``: two worker
-processes, started by "forkserver", against the references' one). Each timing is the best of
-``--repeats`` runs (at least 5 for replicant), the loops interleaved. ``ratio`` = preprocess
-throughput / bare-loop throughput (goal ≥ 0.8);
+full-size decode as the bare loop). Each timing is the best of ``--repeats`` runs (at least 5 for
+replicant), the loops interleaved. ``ratio`` = preprocess throughput / bare-loop throughput (goal ≥ 0.8);
 ``ratio_to_floor`` = preprocess / floor. Every loop runs with glibc malloc tuned as ``smil preprocess``
 tunes it (``keep_freed_image_memory``: freed image buffers are reused instead of being page-faulted in
 again). The load average is recorded at the start and the end (the machine may be shared).
@@ -202,14 +200,12 @@ def measure(name: str, manifest: Path, work: Path, settings: PreprocessSettings,
     with open(manifest, encoding="utf-8") as fh:
         lines = [text for text in fh.readlines()[1:] if text.strip()]
     no_reduce = PreprocessSettings(**{**settings.__dict__, "reduced_decode": False})
-    two_workers = PreprocessSettings(**{**settings.__dict__, "workers": WORKERS})
-    runs = (("preprocess", settings), ("preprocess_full_decode", no_reduce), (f"preprocess_workers{WORKERS}", two_workers))
-    times: dict[str, list[float]] = {"bare": [], "floor": [], **{key: [] for key, _ in runs}}
+    times: dict[str, list[float]] = {"bare": [], "floor": [], "preprocess": [], "preprocess_full_decode": []}
     floor_loop(jobs[:3], lines[:3], settings.image_size, settings.jpeg_quality)  # warm the page cache and OpenCV
     for _ in range(repeats):
         times["bare"].append(bare_loop(jobs, settings.image_size, settings.jpeg_quality))
         times["floor"].append(floor_loop(jobs, lines, settings.image_size, settings.jpeg_quality))
-        for key, st in runs:
+        for key, st in (("preprocess", settings), ("preprocess_full_decode", no_reduce)):
             t0 = time.perf_counter()
             preprocess(manifest, work / f"{name}_{key}.h5", st, progress=False,
                        summary_path=work / f"{name}_{key}.json")
@@ -230,8 +226,6 @@ def measure(name: str, manifest: Path, work: Path, settings: PreprocessSettings,
         "preprocess_full_decode_views_per_s": round(views / best["preprocess_full_decode"], 1),
         "ratio": round(best["bare"] / best["preprocess"], 3),
         "ratio_full_decode": round(best["bare"] / best["preprocess_full_decode"], 3),
-        f"preprocess_workers{WORKERS}_views_per_s": round(views / best[f"preprocess_workers{WORKERS}"], 1),
-        f"ratio_workers{WORKERS}": round(best["bare"] / best[f"preprocess_workers{WORKERS}"], 3),
         "floor_ratio": round(best["bare"] / best["floor"], 3),
         "ratio_to_floor": round(best["floor"] / best["preprocess"], 3),
         "decode_reduction": shipped["decode_reduction"],
@@ -253,7 +247,6 @@ def smil_synth_manifest(folder: Path, num_samples: int) -> Path:
 
 
 INPUTS = ("replicant", "synthetic", "smil-synth")
-WORKERS = 2  # the --workers run: worker processes against the references' one
 
 
 def main(argv: list[str] | None = None) -> int:
