@@ -213,16 +213,11 @@ class _StoreDataset(Dataset):
             a = self._cache["arrays"]
             sample = {
                 "index": idx,
-                "view_valid": r.view_valid[idx].copy(),
-                "has_mask": r.has_mask[idx].copy(),
                 "K": a[S.K][row], "R": a[S.R][row], "t": a[S.T][row],
                 "keypoints2d": a[S.KEYPOINTS2D][row], "visibility": a[S.VISIBILITY][row],
                 "keypoints3d": a[S.KEYPOINTS3D][row],
                 "params": {n: a[S.param_path(n)][row] for n in r.param_names},
-                "has_params": {n: bool(r.has_params[n][idx]) for n in r.param_names},
             }
-            if self._cache["plain"] is not None:
-                sample["plain_keypoints2d"], sample["plain_visibility"] = (p[row] for p in self._cache["plain"])
             sample["image_bytes"] = self._read_bytes(idx, row, "images", used)
         with_mask = used & r.has_mask[idx] if self.masks else np.zeros_like(used)
         sample["mask_bytes"] = (
@@ -345,10 +340,7 @@ class _StoreDataset(Dataset):
             return
         if plain:
             K, R, t = sample["K"][views], sample["R"][views], sample["t"][views]
-            if "plain_keypoints2d" in sample:
-                kp, vis = sample["plain_keypoints2d"][views], sample["plain_visibility"][views]
-            else:
-                kp, vis = _keypoints_in_image(sample["keypoints2d"][views], sample["visibility"][views], size)
+            kp, vis = _keypoints_in_image(sample["keypoints2d"][views], sample["visibility"][views], size)
         else:
             cams = [
                 apply_affine_to_camera(A, sample["K"][v].astype(np.float64), sample["R"][v].astype(np.float64),

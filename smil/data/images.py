@@ -202,8 +202,7 @@ def decode_mask_bits(data: bytes | np.ndarray, out: np.ndarray, path: str | Path
     """Decode PNG mask bytes into ``out`` (``uint8`` ``(H, W)``) as 0/1 (pixel > 127: 1)."""
     bits = _bilevel_png_bits(data, path)
     if bits is None:
-        bits = decode_png_mask(data, path)
-        bits = np.greater(bits, 127, out=bits, casting="unsafe") if bits.shape == out.shape else bits
+        bits = decode_png_mask(data, path) > 127
     if bits.shape != out.shape:
         raise DataError(f"mask is {bits.shape[1]}×{bits.shape[0]}, expected {out.shape[1]}×{out.shape[0]}",
                         path=path)
