@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 
 from smil.data import schema as S
 from smil.data.images import decode_image
-from smil.data.manifest import ManifestHeader, SampleRecord, ViewRecord, write_manifest
+from smil.data.manifest import ManifestHeader, SampleRecord, ViewRecord, iter_manifest, write_manifest
 from smil.data.preprocess import SUMMARY_NAME, WRITE_BLOCK, PreprocessSettings, preprocess
 from smil.data.store import open_dataset
 from smil.errors import DataError
@@ -423,6 +424,45 @@ def test_manifest_contract_errors_name_the_line(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"manifest.jsonl:4: field 'sample_id': sample_id 's0' appears twice"):
         preprocess(manifest, tmp_path / "d.h5", PreprocessSettings(image_size=32), progress=False)
     assert not (tmp_path / "d.h5").exists()
+
+
+def test_manifest_numbers_keep_float32_precision(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    K = np.diag(rng.uniform(100, 2000, 3)) + np.triu(rng.normal(size=(3, 3)), 1)
+    R, t = look_at(rng.normal(size=3) * 50)
+    kp = rng.normal(size=(7, 2)) * 10 ** rng.uniform(-6, 3, size=(7, 1))
+    kp[2] = np.nan  # missing stays missing
+    view = ViewRecord(camera="cam0", image={"path": "a.jpg"}, K=K, R=R, t=t, image_size=(64, 48),
+                      keypoints2d=kp, visibility=np.ones(7))
+    header = ManifestHeader(source_kind="synthetic", joint_names=[f"j{i}" for i in range(7)], world_unit_m=0.01,
+                            camera_names=["cam0"])
+    path = tmp_path / "m.jsonl"
+    write_manifest(path, header, [SampleRecord(sample_id="s", group="g", views=[view])])
+    (back,) = iter_manifest(path)
+    for name, a, b in (("K", K, back.views[0].K), ("R", R, back.views[0].R), ("kp", kp, back.views[0].keypoints2d)):
+        assert np.array_equal(np.isnan(a), np.isnan(b)), name
+        ok = ~np.isnan(a)
+        # at most 5e-9 relative: a sixth of float32's own rounding step, and datasets store float32
+        np.testing.assert_allclose(b[ok], a[ok], rtol=5e-9, atol=0, err_msg=name)
+        assert np.abs(b[ok] - a[ok]).max() > 0, "numbers were not rounded"
+    digits = [len((a + b).lstrip("0")) for a, b in re.findall(r"(\d+)\.(\d+)", path.read_text())]
+    assert len(digits) > 30 and max(digits) <= 9  # no 17-digit floats
+
+
+def test_manifest_lines_from_other_writers(tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path / "m", num_samples=2)
+    # Python's json writes NaN literals; the reader still takes them (as missing keypoints)
+    rewrite_sample(manifest, 0, lambda o: o["views"][0]["keypoints2d"].__setitem__(0, [float("nan")] * 2))
+    assert "NaN" in manifest.read_text()
+    (first, _) = iter_manifest(manifest)
+    assert np.isnan(first.views[0].keypoints2d[0]).all() and not np.isnan(first.views[0].keypoints2d[1:]).any()
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join([lines[0], "[1, 2]", lines[2]]) + "\n")
+    with pytest.raises(DataError, match=r"manifest.jsonl:2: expected a JSON object, got list"):
+        preprocess(manifest, tmp_path / "d.h5", PreprocessSettings(image_size=32), progress=False)
+    manifest.write_text("\n".join([lines[0], lines[1][:-9], lines[2]]) + "\n")
+    with pytest.raises(DataError, match=r"manifest.jsonl:2: not JSON"):
+        preprocess(manifest, tmp_path / "d.h5", PreprocessSettings(image_size=32), progress=False)
 
 
 def test_real_replicant_renders_with_masks(tmp_path: Path, fixtures_dir: Path) -> None:

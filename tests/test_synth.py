@@ -87,7 +87,8 @@ def test_stored_params_reproduce_stored_keypoints(name, request, tmp_path):
         for key, shape in PARAM_SHAPES.items():
             assert s.params[key].shape == tuple(dims[d] for d in shape), key
         _, joints = forward64(model, s.params)
-        np.testing.assert_allclose(joints, s.keypoints3d, atol=1e-9)
+        # the manifest holds 9 significant digits (float32 precision; datasets store float32)
+        np.testing.assert_allclose(joints, s.keypoints3d, rtol=1e-7, atol=1e-8)
         for v in s.views:
             uv = project(
                 torch.as_tensor(joints),

@@ -20,12 +20,18 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
+import orjson
 
 from smil.errors import DataError
 from smil.io_utils import atomic_path
 
 MANIFEST_KIND = "smil-manifest"
 MANIFEST_VERSION = 1
+
+#: Significant digits of every number a manifest writer stores. Nine digits hold a float32 exactly,
+#: and the dataset stores float32, so nothing that reaches a dataset is lost; the lines are a third
+#: shorter and parse twice as fast as with Python's 17-digit ``repr``.
+SIGNIFICANT_DIGITS = 9
 
 #: Ground-truth body parameters and their per-sample shapes (J joints, B betas).
 PARAM_SHAPES = {
@@ -215,11 +221,7 @@ def iter_manifest(path: str | Path) -> Iterator[SampleRecord]:
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"not JSON ({exc.msg})", path=where) from None
-            yield SampleRecord.from_json(obj, where)
+            yield SampleRecord.from_json(parse_manifest_line(line, where), where)
 
 
 def resolve_reference(manifest_path: str | Path, ref: dict[str, Any]) -> dict[str, Any]:
@@ -242,12 +244,36 @@ def resolve_in(base: Path, ref: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def parse_manifest_line(text: str, where: str) -> dict[str, Any]:
+    """One manifest line as a JSON object.
+
+    orjson parses the float-heavy sample lines several times faster than ``json`` (with identical,
+    correctly rounded values); a line it refuses goes to ``json``, which also reads the ``NaN`` /
+    ``Infinity`` literals some writers emit and words the error message.
+    """
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"not JSON ({exc.msg})", path=where) from None
+    if not isinstance(obj, dict):
+        raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=where)
+    return obj
+
+
 def _list(a: np.ndarray) -> Any:
-    arr = np.asarray(a, dtype=np.float64)
-    if arr.ndim == 0:
-        v = float(arr)
-        return None if math.isnan(v) else v
-    return [_list(x) for x in arr]
+    """``a`` as nested lists of numbers with :data:`SIGNIFICANT_DIGITS` digits, NaN as ``None``."""
+    return _rounded(np.asarray(a, dtype=np.float64).tolist())
+
+
+def _rounded(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_rounded(x) for x in v]
+    if math.isnan(v):
+        return None
+    return float(f"{v:.{SIGNIFICANT_DIGITS}g}")
 
 
 def _array(obj: Any, shape: tuple[int, ...] | None, where: str, name: str) -> np.ndarray:

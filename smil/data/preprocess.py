@@ -25,7 +25,6 @@ counts and reasons. The output appears only when complete (``DatasetWriter``).
 from __future__ import annotations
 
 import ctypes
-import json
 import multiprocessing
 import time
 from collections import Counter, OrderedDict
@@ -44,6 +43,7 @@ from smil.data.manifest import (
     SampleRecord,
     ViewRecord,
     manifest_folder,
+    parse_manifest_line,
     read_manifest_header,
     resolve_in,
 )
@@ -150,10 +150,7 @@ class SampleProcessor:
     def process_line(self, line: int, text: str) -> _Result:
         """Parse and process one manifest line; bad samples come back as a result with a reason."""
         where = f"{self.manifest}:{line}"
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"not JSON ({exc.msg})", path=where) from None
+        obj = parse_manifest_line(text, where)
         record = SampleRecord.from_json(obj, where)
         try:
             stored, reduce = self.process(record, where)
