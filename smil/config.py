@@ -91,6 +91,11 @@ class ModelConfig:
         default="delta",
         metadata=_meta("multi-view cameras: absolute (uncalibrated rig) or delta around calibration"),
     )
+    keypoint_heatmaps: bool = field(
+        default=False,
+        metadata=_meta("per-joint heatmaps on a finer feature map; their soft-argmax 2D keypoints feed the head "
+                       "(loss term heatmap_keypoints2d)"),
+    )
 
 
 @dataclass
@@ -102,6 +107,7 @@ class LossConfig:
             "params": 0.5,
             "silhouette": 0.0,
             "triangulation": 0.0,
+            "heatmap_keypoints2d": 0.0,
             "joint_angle_prior": 1e-3,
             "limb_scale_prior": 1e-3,
             "limb_trans_prior": 1e-3,
@@ -386,6 +392,9 @@ def validate_semantics(cfg: TrainConfig, where: str = "<config>") -> None:
                 close = difflib.get_close_matches(term, LOSS_TERMS, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else f"; known terms: {', '.join(LOSS_TERMS)}"
                 raise ConfigError(f"unknown loss term '{term}'{hint}", path=where, field=name)
+        if table.get("heatmap_keypoints2d", 0) != 0 and not cfg.model.keypoint_heatmaps:
+            raise ConfigError("the heatmap_keypoints2d term needs model.keypoint_heatmaps: true", path=where,
+                              field=f"{name}.heatmap_keypoints2d")
 
 
 def reference_markdown() -> str:

@@ -33,6 +33,7 @@ LOSS_TERMS = (
     "params",
     "silhouette",
     "triangulation",
+    "heatmap_keypoints2d",
     "joint_angle_prior",
     "limb_scale_prior",
     "limb_trans_prior",
@@ -105,6 +106,16 @@ def keypoints2d_loss(
     w = visibility * jw
     err = ((proj - target) / image_size).pow(2).sum(-1)
     return (err * w).flatten(-3).sum(-1) / w.sum().clamp_min(1.0)
+
+
+def heatmap_keypoints2d_loss(
+    keypoints: torch.Tensor, target: torch.Tensor, visibility: torch.Tensor, jw: torch.Tensor, image_size: int
+) -> torch.Tensor:
+    """Mean absolute pixel error (x and y summed) of the heatmaps' 2D keypoints ``(B,V,J,2)`` over
+    visible joints of valid views, in units of the image size (L1: soft-argmax learns best with it)."""
+    w = visibility * jw
+    err = ((keypoints - target) / image_size).abs().sum(-1)
+    return (err * w).sum() / w.sum().clamp_min(1.0)
 
 
 def keypoints3d_loss(joints: torch.Tensor, target: torch.Tensor, jw: torch.Tensor, unit: float) -> torch.Tensor:
@@ -423,6 +434,14 @@ class SmilLoss(torch.nn.Module):
             final["triangulation"] = triangulation_loss(
                 joints[-1], *(c[-1] for c in cams), batch["keypoints2d"], batch["visibility"], view_mask,
                 self.jw, self.s.body_unit,
+            )
+        if "heatmap_keypoints2d" in active:
+            if "heatmap_keypoints2d" not in p:
+                raise ConfigError("loss term heatmap_keypoints2d needs a model with keypoint_heatmaps",
+                                  field="loss.weights.heatmap_keypoints2d")
+            final["heatmap_keypoints2d"] = heatmap_keypoints2d_loss(
+                p["heatmap_keypoints2d"][-1], batch["keypoints2d"], batch["visibility"] * view_mask.unsqueeze(-1),
+                self.jw, self.s.image_size,
             )
         if "joint_angle_prior" in active:
             per_iter["joint_angle_prior"] = joint_angle_prior(p, rot["joint_rot"])

@@ -47,6 +47,14 @@ def test_wrong_type_is_an_error(tmp_path: Path) -> None:
         load_config(write(tmp_path, {"mode": "singleview", "data": {"augment": "yes"}}))
 
 
+def test_heatmap_term_needs_the_heatmap_branch(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="loss.curriculum.3.heatmap_keypoints2d.*needs model.keypoint_heatmaps"):
+        load_config(write(tmp_path, {"mode": "singleview", "loss": {"curriculum": {"3": {"heatmap_keypoints2d": 1}}}}))
+    cfg = load_config(write(tmp_path, {"mode": "singleview", "model": {"keypoint_heatmaps": True},
+                                       "loss": {"weights": {"heatmap_keypoints2d": 1}}}))
+    assert cfg.model.keypoint_heatmaps and cfg.loss.weights["heatmap_keypoints2d"] == 1
+
+
 def test_precedence_cli_over_file_over_mode_over_base(tmp_path: Path) -> None:
     base = TrainConfig()
     cfg = load_config(write(tmp_path, {"mode": "multiview"}))

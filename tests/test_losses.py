@@ -74,6 +74,7 @@ def ground_truth(body: SMILModel, B: int = 2, seed: int = 0):
         "fov": torch.full((B, V, 1), fov, dtype=torch.float64),
         "cam_rot": matrix_to_rot6d(batch["R"]),
         "cam_trans": batch["t"].clone(),
+        "heatmap_keypoints2d": batch["keypoints2d"].clone(),
     }
     sil = soft_silhouette(out.vertices.unsqueeze(1).expand(B, V, -1, -1).reshape(B * V, -1, 3), body.faces,
                           batch["K"].reshape(-1, 3, 3), batch["R"].reshape(-1, 3, 3), batch["t"].reshape(-1, 3), (S, S))
@@ -97,6 +98,7 @@ PERTURB = {
     "params": ["betas", "global_rot", "fov"],
     "silhouette": ["trans", "cam_trans"],
     "triangulation": ["joint_rot", "cam_trans"],
+    "heatmap_keypoints2d": ["heatmap_keypoints2d"],
     "joint_angle_prior": ["joint_rot"],
     "limb_scale_prior": ["log_beta_scales"],
     "limb_trans_prior": ["betas_trans"],
@@ -154,6 +156,15 @@ def test_masks_leave_out_missing_labels(body: SMILModel) -> None:
     loss3 = make_loss(body, "keypoints3d", extent)
     batch["keypoints3d"][:, 3] = float("nan")
     assert float(loss3(pred, batch)[0]) < 1e-10
+    lh = make_loss(body, "heatmap_keypoints2d", extent)
+    pred["heatmap_keypoints2d"] = pred["heatmap_keypoints2d"] + 5.0  # view 0: invisible
+    pred["heatmap_keypoints2d"][:, 1:] -= 5.0
+    assert float(lh(pred, batch)[0]) < 1e-10
+    batch["view_mask"][:, 2] = False  # a padded view's keypoints are not compared
+    pred["heatmap_keypoints2d"][:, 2] += 3.0
+    assert float(lh(pred, batch)[0]) < 1e-10
+    batch["view_mask"][:, 2] = True
+    pred["heatmap_keypoints2d"][:, 2] -= 3.0
     lp = make_loss(body, "params", extent)
     batch["params/betas"] = batch["params/betas"] + 1.0
     batch["has_betas"][:] = False

@@ -146,3 +146,43 @@ def test_resnet_tokens_are_spatial_and_vit_tokens_are_patches() -> None:
     v = create_backbone("vit_tiny_patch16_224", 64)
     tokens, pooled = v(torch.randn(1, 3, 64, 64))
     assert tokens.shape == (1, 16, 192)
+
+
+def test_soft_argmax_puts_a_peak_at_its_cells_pixel_centre() -> None:
+    from smil.models.components.keypoint_heatmaps import KeypointHeatmaps
+
+    heat = KeypointHeatmaps(map_dim=J, num_joints=J, feature_dim=8)
+    with torch.no_grad():
+        heat.logits.weight.copy_(torch.eye(J).view(J, J, 1, 1))
+        heat.logits.bias.zero_()
+    cells = [(0, 0), (7, 7), (2, 5), (6, 1), (3, 3), (4, 0)]  # (row, col) on an 8×8 map of a 64 px image
+    fmap = torch.zeros(1, J, 8, 8)
+    for j, (r, c) in enumerate(cells):
+        fmap[0, j, r, c] = 50.0
+    keypoints, embedding = heat(fmap, S)
+    expected = torch.tensor([[(c + 0.5) * 8 - 0.5, (r + 0.5) * 8 - 0.5] for r, c in cells])
+    torch.testing.assert_close(keypoints[0], expected, atol=1e-3, rtol=0)
+    assert embedding.shape == (1, 8)
+    flat, _ = heat(torch.zeros(1, J, 8, 8), S)  # no evidence anywhere: the image centre
+    torch.testing.assert_close(flat[0], torch.full((J, 2), (S - 1) / 2), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "vit_tiny_patch16_224"])
+@pytest.mark.parametrize("mode", ["singleview", "multiview"])
+def test_heatmap_keypoints_come_out_and_feed_the_head(backbone: str, mode: str) -> None:
+    torch.manual_seed(0)
+    model = create_regressor(spec(mode, backbone, "transformer", keypoint_heatmaps=True))
+    if mode == "singleview":
+        out = model(torch.randn(2, 3, S, S))
+        assert out["heatmap_keypoints2d"].shape == (2, 1, J, 2)
+    else:
+        mask = torch.tensor([[1, 0, 1], [1, 1, 1]]).bool()
+        out = model(torch.randn(2, 3, 3, S, S), mask)
+        assert out["heatmap_keypoints2d"].shape == (2, 3, J, 2)
+        assert torch.equal(out["heatmap_keypoints2d"][0, 1], torch.zeros(J, 2))  # padded view
+    kp = out["heatmap_keypoints2d"]
+    assert ((kp >= -0.5) & (kp <= S - 0.5)).all()
+    # the body estimate depends on the heatmaps: its gradient reaches their logits
+    out["global_rot"].sum().backward()
+    assert model.heatmaps.logits.weight.grad.abs().sum() > 0
+    assert create_regressor(spec(mode, backbone, "transformer")).heatmaps is None

@@ -1,7 +1,8 @@
 """Image backbones through timm, created by name.
 
 Every backbone returns spatial tokens ``(B, N, D)`` — the last ResNet stage's feature map flattened, or
-a ViT's patch tokens — plus a pooled feature ``(B, D)``. Weights start random; pretrained weights come
+a ViT's patch tokens — plus a pooled feature ``(B, D)``. :meth:`Backbone.forward_with_map` adds a
+finer feature map for keypoint heatmaps: a ResNet's second stage (stride 8), a ViT's patch grid. Weights start random; pretrained weights come
 only from a local file (``pretrained_path``), never from a download at run time.
 """
 
@@ -28,6 +29,9 @@ BACKBONES: dict[str, str] = {
     "vit_large_patch16_224": "vit",
 }
 
+#: The ResNet stage (timm feature index: 0 stem, 1…4 layers) whose output feeds keypoint heatmaps: stride 8.
+RESNET_MAP_STAGE = 2
+
 
 class Backbone(nn.Module):
     """A timm model wrapped to return ``(tokens (B,N,D), pooled (B,D))``."""
@@ -49,12 +53,33 @@ class Backbone(nn.Module):
         else:
             self.net = timm.create_model(name, pretrained=False, num_classes=0, img_size=image_size)
         self.dim = int(self.net.num_features)
+        if self.family == "resnet":
+            self.map_dim = int(self.net.feature_info[RESNET_MAP_STAGE]["num_chs"])
+            self.map_stride = int(self.net.feature_info[RESNET_MAP_STAGE]["reduction"])
+        else:
+            self.map_dim, self.map_stride = self.dim, int(self.net.patch_embed.patch_size[0])
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.family == "resnet":
-            fmap = self.net(images)  # (B, D, h, w)
-            tokens = fmap.flatten(2).transpose(1, 2)
-            return tokens, tokens.mean(dim=1)
+            return self._resnet_tokens(self.net(images))
+        return self._vit_tokens(images)
+
+    def forward_with_map(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``tokens, pooled`` as :meth:`forward`, plus a feature map ``(B, map_dim, H/s, W/s)`` at
+        stride ``s = map_stride``, from the same pass."""
+        if self.family == "resnet":
+            final, (fmap,) = self.net.forward_intermediates(images, indices=[RESNET_MAP_STAGE])
+            return (*self._resnet_tokens(final), fmap)
+        tokens, pooled = self._vit_tokens(images)
+        h, w = images.shape[-2] // self.map_stride, images.shape[-1] // self.map_stride
+        return tokens, pooled, tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
+
+    @staticmethod
+    def _resnet_tokens(fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = fmap.flatten(2).transpose(1, 2)  # (B, h·w, D)
+        return tokens, tokens.mean(dim=1)
+
+    def _vit_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.net.forward_features(images)  # (B, prefix + N, D)
         prefix = int(getattr(self.net, "num_prefix_tokens", 1))
         tokens = feats[:, prefix:]

@@ -6,7 +6,10 @@ Outputs (a dict of tensors; rotations in 6D):
   ``scale (B,)`` (global scale, ``exp(log_scale)``), ``log_beta_scales (B,J,3)``, ``betas_trans (B,J,3)``;
 - camera: ``fov (B,1)``, ``cam_rot (B,6)``, ``cam_trans (B,3)`` for single-view; ``(B,V,…)`` per view
   for multi-view, one camera head per canonical camera slot of the rig;
-- ``iterations``: the body estimate after each IEF iteration (a list of dicts like the above).
+- ``iterations``: the body estimate after each IEF iteration (a list of dicts like the above);
+- with ``keypoint_heatmaps``: ``heatmap_keypoints2d (B,V,J,2)``, the joints' soft-argmax positions in
+  the network image (V = 1 for single-view; zeros for padded views), which also feed the head
+  (:mod:`smil.models.components.keypoint_heatmaps`).
 
 The camera maps world to camera (OpenCV): ``R = rot6d_to_matrix(cam_rot)``, ``t = cam_trans``, and
 ``K`` has ``fy = fx = H / (2·tan(fov/2))`` with the principal point at the image centre.
@@ -22,6 +25,7 @@ from torch import nn
 from smil.errors import ConfigError, ShapeMismatchError
 from smil.geometry.rotations import matrix_to_rot6d, rot6d_to_matrix
 from smil.models.backbones import create_backbone
+from smil.models.components.keypoint_heatmaps import KeypointHeatmaps
 from smil.models.components.param_layout import ParamLayout
 from smil.models.heads import create_head
 
@@ -44,6 +48,7 @@ class RegressorSpec:
     cross_view_layers: int = 0
     camera_mode: str = "absolute"
     rig: list[str] = field(default_factory=list)
+    keypoint_heatmaps: bool = False
 
 
 def camera_intrinsics(fov: torch.Tensor, image_size: int) -> torch.Tensor:
@@ -83,6 +88,7 @@ class SingleViewRegressor(nn.Module):
         super().__init__()
         self.spec = spec
         self.backbone = create_backbone(spec.backbone, spec.image_size, pretrained_path)
+        self.heatmaps = _heatmaps(spec, self.backbone)
         self.body_layout = ParamLayout.body(spec.num_joints, spec.num_betas)
         self.camera_layout = ParamLayout.camera()
         self.layout = ParamLayout(self.body_layout.blocks + self.camera_layout.blocks)
@@ -105,11 +111,13 @@ class SingleViewRegressor(nn.Module):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         if images.dim() != 4:
             raise ShapeMismatchError(f"expected images (B,3,H,W), got {tuple(images.shape)}")
-        tokens, pooled = self.backbone(images)
+        tokens, pooled, keypoints = _features(self.backbone, self.heatmaps, images)
         estimates = self.head(tokens, pooled, self.init_params.unsqueeze(0))
         iters = [_finish_body(self.layout.split(x)) for x in estimates]
         out = dict(iters[-1])
         out["iterations"] = iters
+        if keypoints is not None:
+            out["heatmap_keypoints2d"] = keypoints.unsqueeze(1)
         return out
 
 
@@ -124,6 +132,7 @@ class MultiViewRegressor(nn.Module):
         self.spec = spec
         self.num_views = len(spec.rig)
         self.backbone = create_backbone(spec.backbone, spec.image_size, pretrained_path)
+        self.heatmaps = _heatmaps(spec, self.backbone)
         d = self.backbone.dim
         self.view_embed = nn.Parameter(torch.zeros(self.num_views, d))
         nn.init.normal_(self.view_embed, std=0.02)
@@ -185,7 +194,7 @@ class MultiViewRegressor(nn.Module):
         if not bool(view_mask.any(dim=1).all()):
             raise ShapeMismatchError("every sample needs at least one valid view")
         # The backbone sees only real views: padded pixels cannot influence anything.
-        tok_valid, pooled_valid = self.backbone(images[view_mask])
+        tok_valid, pooled_valid, kp_valid = _features(self.backbone, self.heatmaps, images[view_mask])
         N, D = tok_valid.shape[1:]
         tokens = tok_valid.new_zeros(B, V, N, D)
         pooled = pooled_valid.new_zeros(B, V, D)
@@ -203,6 +212,10 @@ class MultiViewRegressor(nn.Module):
         out = dict(iters[-1])
         out["iterations"] = iters
         out.update(self._cameras(view_tokens, view_mask, calibration))
+        if kp_valid is not None:
+            keypoints = kp_valid.new_zeros(B, V, *kp_valid.shape[1:])
+            keypoints[view_mask] = kp_valid
+            out["heatmap_keypoints2d"] = keypoints
         return out
 
     def _cameras(
@@ -233,6 +246,24 @@ class MultiViewRegressor(nn.Module):
         # Padded views get the base camera: nothing about them depends on their pixels.
         m = view_mask.unsqueeze(-1)
         return {k: torch.where(m, v, base[k].to(v.dtype)) for k, v in cams.items()}
+
+
+def _heatmaps(spec: RegressorSpec, backbone) -> KeypointHeatmaps | None:
+    if not spec.keypoint_heatmaps:
+        return None
+    return KeypointHeatmaps(backbone.map_dim, spec.num_joints, backbone.dim)
+
+
+def _features(
+    backbone, heatmaps: KeypointHeatmaps | None, images: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Backbone tokens and pooled feature; with heatmaps, the keypoints ``(N,J,2)`` too, their
+    embedding added to the pooled feature that the heads (and cameras) read."""
+    if heatmaps is None:
+        return (*backbone(images), None)
+    tokens, pooled, fmap = backbone.forward_with_map(images)
+    keypoints, embedding = heatmaps(fmap, images.shape[-1])
+    return tokens, pooled + embedding, keypoints
 
 
 def _heads_for(dim: int, wanted: int) -> int:
@@ -268,6 +299,7 @@ def spec_from_config(cfg, num_joints: int, num_betas: int, rig: list[str] | None
         cross_view_layers=m.cross_view_layers if cfg.mode == "multiview" else 0,
         camera_mode=m.camera_mode if cfg.mode == "multiview" else "absolute",
         rig=list(rig or []),
+        keypoint_heatmaps=m.keypoint_heatmaps,
     )
 
 
