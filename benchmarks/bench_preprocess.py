@@ -21,17 +21,20 @@ References, each timed over the same views:
 * ``bare``: read each image file, decode it at full size with ``cv2.imdecode``, cut the same square crop
   ``smil preprocess`` cuts (around the keypoints and the mask, see ``SampleProcessor.crop_plan``), resize
   it (``INTER_AREA`` down, ``INTER_LINEAR`` up) and encode it as JPEG at the same quality — nothing else;
-* ``floor``: the bare loop plus the work any preprocessing of the input must also do: ``json.loads`` of
-  every manifest line and, for views with a mask, decoding the mask (``load_mask``), cropping and
+* ``floor``: the bare loop plus the work any preprocessing of the input must also do: parsing every
+  manifest line (``parse_manifest_line``, the orjson parser preprocess uses) and, for views with a mask, decoding the mask (``load_mask``), cropping and
   resizing it to the same box, thresholding and PNG encoding. ``bare / floor`` is the best ``ratio``
   that code with no overhead at all could reach.
 
 ``smil preprocess`` is timed end to end (manifest parsing, crop planning, decoding, encoding, HDF5
 writes, splits, summary), once as shipped (JPEGs decoded at 1/2, 1/4 or 1/8 size by libjpeg when the
 crop is that much larger than the stored size) and once with ``reduced_decode=False`` (the same
-full-size decode as the bare loop). Each timing is the best of ``--repeats`` runs (at least 5 for
+full-size decode as the bare loop), and once with ``--workers`` worker processes (default 2, what the
+workflow's ``preprocess`` rule runs; 0 skips it; one untimed run first starts the forkserver). Each
+timing is the best of ``--repeats`` runs (at least 5 for
 replicant), the loops interleaved. ``ratio`` = preprocess throughput / bare-loop throughput (goal ≥ 0.8);
-``ratio_to_floor`` = preprocess / floor. Every loop runs with glibc malloc tuned as ``smil preprocess``
+``ratio_to_floor`` = preprocess / floor; ``ratio_workers`` = preprocess with the worker processes / bare
+loop (which stays one process). Every loop runs with glibc malloc tuned as ``smil preprocess``
 tunes it (``keep_freed_image_memory``: freed image buffers are reused instead of being page-faulted in
 again). The load average is recorded at the start and the end (the machine may be shared).
 
@@ -63,6 +66,7 @@ from smil.data.manifest import (
     ViewRecord,
     iter_manifest,
     manifest_folder,
+    parse_manifest_line,
     read_manifest_header,
     resolve_in,
     write_manifest,
@@ -180,12 +184,12 @@ def floor_loop(jobs: list[BareJob], lines: list[str], out_size: int, quality: in
     """The bare loop plus the rest of the work no preprocessing can skip; returns seconds.
 
     Added per view with a mask: decoding the mask (``load_mask``), cropping and resizing it to the same
-    box, thresholding, PNG encoding; per sample: ``json.loads`` of its manifest line.
+    box, thresholding, PNG encoding; per sample: parsing its manifest line.
     """
     params = [cv2.IMWRITE_JPEG_QUALITY, quality]
     t0 = time.perf_counter()
     for text in lines:
-        json.loads(text)
+        parse_manifest_line(text, "")
     for job in jobs:
         img = cv2.imdecode(np.fromfile(job.image, dtype=np.uint8), cv2.IMREAD_COLOR)
         cv2.imencode(".jpg", _crop_resize(img, job.box, out_size), params)
@@ -195,17 +199,23 @@ def floor_loop(jobs: list[BareJob], lines: list[str], out_size: int, quality: in
     return time.perf_counter() - t0
 
 
-def measure(name: str, manifest: Path, work: Path, settings: PreprocessSettings, repeats: int) -> dict[str, Any]:
+def measure(name: str, manifest: Path, work: Path, settings: PreprocessSettings, repeats: int,
+            workers: int = 2) -> dict[str, Any]:
     jobs = bare_jobs(manifest, settings)
     with open(manifest, encoding="utf-8") as fh:
         lines = [text for text in fh.readlines()[1:] if text.strip()]
     no_reduce = PreprocessSettings(**{**settings.__dict__, "reduced_decode": False})
-    times: dict[str, list[float]] = {"bare": [], "floor": [], "preprocess": [], "preprocess_full_decode": []}
+    runs = [("preprocess", settings), ("preprocess_full_decode", no_reduce)]
+    if workers > 1:
+        runs.append(("preprocess_workers", PreprocessSettings(**{**settings.__dict__, "workers": workers})))
+        preprocess(manifest, work / f"{name}_warm.h5", runs[-1][1], progress=False,
+                   summary_path=work / f"{name}_warm.json")  # starts the forkserver, untimed
+    times: dict[str, list[float]] = {"bare": [], "floor": [], **{key: [] for key, _ in runs}}
     floor_loop(jobs[:3], lines[:3], settings.image_size, settings.jpeg_quality)  # warm the page cache and OpenCV
     for _ in range(repeats):
         times["bare"].append(bare_loop(jobs, settings.image_size, settings.jpeg_quality))
         times["floor"].append(floor_loop(jobs, lines, settings.image_size, settings.jpeg_quality))
-        for key, st in (("preprocess", settings), ("preprocess_full_decode", no_reduce)):
+        for key, st in runs:
             t0 = time.perf_counter()
             preprocess(manifest, work / f"{name}_{key}.h5", st, progress=False,
                        summary_path=work / f"{name}_{key}.json")
@@ -215,6 +225,11 @@ def measure(name: str, manifest: Path, work: Path, settings: PreprocessSettings,
     with h5py.File(work / f"{name}_preprocess.h5", "r") as f:
         stored_bytes = int(sum(len(b) for b in f["images"][:].ravel()))
     shipped = json.loads((work / f"{name}_preprocess.json").read_text())
+    parallel = {}
+    if workers > 1:
+        parallel = {"workers": workers,
+                    "preprocess_workers_views_per_s": round(views / best["preprocess_workers"], 1),
+                    "ratio_workers": round(best["bare"] / best["preprocess_workers"], 3)}
     return {
         "views": views,
         "views_with_mask": sum(job.mask is not None for job in jobs),
@@ -231,6 +246,7 @@ def measure(name: str, manifest: Path, work: Path, settings: PreprocessSettings,
         "decode_reduction": shipped["decode_reduction"],
         "mean_stored_jpeg_kib": round(stored_bytes / views / 1024, 1),
         "ms_per_view_best": {k: round(1e3 * v / views, 3) for k, v in best.items()},
+        **parallel,
     }
 
 
@@ -259,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smil-synth-image-size", type=int, default=224, help="stored size for smil-synth")
     ap.add_argument("--padding", type=float, default=1.2)
     ap.add_argument("--jpeg-quality", type=int, default=90)
+    ap.add_argument("--workers", type=int, default=2, help="also time preprocess with this many worker processes (0 = skip)")
     args = ap.parse_args(argv)
     inputs = [name.strip() for name in args.inputs.split(",") if name.strip()]
     unknown = sorted(set(inputs) - set(INPUTS))
@@ -270,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "benchmark": "preprocess",
         "settings": {"image_size": args.image_size, "smil_synth_image_size": args.smil_synth_image_size,
-                     "padding": args.padding, "jpeg_quality": args.jpeg_quality, "workers": 1,
+                     "padding": args.padding, "jpeg_quality": args.jpeg_quality, "workers": args.workers,
                      "repeats": args.repeats},
         "goal": "ratio >= 0.8 (preprocess throughput / bare decode+crop/resize+encode loop)",
         "machine": {"python": platform.python_version(), "opencv": cv2.__version__, "h5py": h5py.__version__,
@@ -284,14 +301,14 @@ def main(argv: list[str] | None = None) -> int:
             if name == "replicant":
                 rep = replicant_manifest(work / name)
                 result[name] = ({"skipped": f"fixture not found under {fixtures_dir()}"} if rep is None else
-                                measure(name, rep, work, settings, max(args.repeats, 5)))
+                                measure(name, rep, work, settings, max(args.repeats, 5), args.workers))
             elif name == "synthetic":
                 syn = synthetic_manifest(work / name, args.synthetic_samples)
-                result[name] = measure(name, syn, work, settings, args.repeats)
+                result[name] = measure(name, syn, work, settings, args.repeats, args.workers)
             else:
                 smil = smil_synth_manifest(work / name, args.smil_synth_samples)
                 at = PreprocessSettings(**{**settings.__dict__, "image_size": args.smil_synth_image_size})
-                result[name] = measure(name, smil, work, at, args.repeats)
+                result[name] = measure(name, smil, work, at, args.repeats, args.workers)
     result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     json.dump(result, sys.stdout, indent=2)
     print()
