@@ -224,3 +224,16 @@ def test_silhouette_term_trains_with_masks_loaded_only_when_needed(tmp_path: Pat
     fit(cfg, out, "loss.curriculum={0: {silhouette: 0.1}}")
     rows = list(csv.DictReader(open(out / "history.csv")))
     assert float(rows[0]["train/silhouette"]) > 0
+
+
+@pytest.mark.parametrize("mode", ["singleview", "multiview"])
+def test_keypoint_heatmaps_train_and_their_term_falls(tmp_path: Path, tiny_data: dict, mode: str) -> None:
+    cfg = config(tmp_path, tiny_data, mode, optim__epochs=4, model__backbone="resnet18", data__augment=False,
+                 model__keypoint_heatmaps=True, loss__weights={"keypoints2d": 1.0, "heatmap_keypoints2d": 5.0})
+    out = tmp_path / "hm"
+    fit(cfg, out)
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    first, last = float(rows[0]["train/heatmap_keypoints2d"]), float(rows[-1]["train/heatmap_keypoints2d"])
+    assert 0 < last < first
+    spec = load_model_record(out / "model.pt")["spec"]
+    assert spec["keypoint_heatmaps"] is True
