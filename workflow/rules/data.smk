@@ -70,9 +70,8 @@ rule preprocess:
         "results/benchmarks/preprocess/{dataset}.tsv"
     conda:
         "../../envs/smil.yaml"
-    threads: 2
     params:
         args=preprocess_args,
     shell:
         "smil preprocess {input.manifest} {output.dataset} --summary {output.summary} "
-        "--workers {threads} --quiet {params.args} > {log} 2>&1"
+        "--quiet {params.args} > {log} 2>&1"
