@@ -16,8 +16,8 @@ both preprocessed to HDF5 at 224² (``smil.data.preprocess.preprocess``).
 Figures:
 
 * ``preprocess``: ``bench_preprocess.measure`` (``smil preprocess`` vs a bare decode + crop/resize + encode
-  loop over the same images; goal ≥ 0.8), in one process and with 2 worker processes (``ratio_workers``,
-  as the workflow runs it);
+  loop over the same images; goal ≥ 0.8), in one process (as the workflow runs it) and with 2 worker
+  processes (``ratio_workers``);
 * ``loader``: a torch ``DataLoader`` (batch 32, ``collate_fn=smil.data.batching.collate_items``) over the
   real ``SingleViewDataset`` at image size 224, with ``num_workers`` 0 and 2, augmentation off and on
   (and, 2 workers without augmentation, torch's default collation: ``*_default_collate``), vs a **bare

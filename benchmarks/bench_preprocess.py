@@ -22,17 +22,16 @@ References, each timed over the same views:
   ``smil preprocess`` cuts (around the keypoints and the mask, see ``SampleProcessor.crop_plan``), resize
   it (``INTER_AREA`` down, ``INTER_LINEAR`` up) and encode it as JPEG at the same quality — nothing else;
 * ``floor``: the bare loop plus the work any preprocessing of the input must also do: parsing every
-  manifest line (``parse_manifest_line``, the orjson parser preprocess uses) and, for views with a mask, decoding the mask (``load_mask``), cropping and
-  resizing it to the same box, thresholding and PNG encoding. ``bare / floor`` is the best ``ratio``
+  manifest line (``parse_manifest_line``, the parser preprocess uses) and, for views with a mask,
+  decoding the mask (``load_mask``), cropping and resizing it to the same box, thresholding and PNG encoding. ``bare / floor`` is the best ``ratio``
   that code with no overhead at all could reach.
 
 ``smil preprocess`` is timed end to end (manifest parsing, crop planning, decoding, encoding, HDF5
 writes, splits, summary), once as shipped (JPEGs decoded at 1/2, 1/4 or 1/8 size by libjpeg when the
 crop is that much larger than the stored size) and once with ``reduced_decode=False`` (the same
-full-size decode as the bare loop), and once with ``--workers`` worker processes (default 2, what the
-workflow's ``preprocess`` rule runs; 0 skips it; one untimed run first starts the forkserver). Each
-timing is the best of ``--repeats`` runs (at least 5 for
-replicant), the loops interleaved. ``ratio`` = preprocess throughput / bare-loop throughput (goal ≥ 0.8);
+full-size decode as the bare loop), and once with ``--workers`` worker processes (default 2; 0 skips
+it; one untimed run first starts the forkserver). Each timing is the best of ``--repeats`` runs (at
+least 5 for replicant), the loops interleaved. ``ratio`` = preprocess throughput / bare-loop throughput (goal ≥ 0.8);
 ``ratio_to_floor`` = preprocess / floor; ``ratio_workers`` = preprocess with the worker processes / bare
 loop (which stays one process). Every loop runs with glibc malloc tuned as ``smil preprocess``
 tunes it (``keep_freed_image_memory``: freed image buffers are reused instead of being page-faulted in

@@ -2,8 +2,9 @@
 
 Every backbone returns spatial tokens ``(B, N, D)`` — the last ResNet stage's feature map flattened, or
 a ViT's patch tokens — plus a pooled feature ``(B, D)``. :meth:`Backbone.forward_with_map` adds a
-finer feature map for keypoint heatmaps: a ResNet's second stage (stride 8), a ViT's patch grid. Weights start random; pretrained weights come
-only from a local file (``pretrained_path``), never from a download at run time.
+finer feature map for keypoint heatmaps: a ResNet's second stage (stride 8), a ViT's patch grid.
+Weights start random; pretrained weights come only from a local file (``pretrained_path``), never from
+a download at run time.
 """
 
 from __future__ import annotations
