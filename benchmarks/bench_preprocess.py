@@ -27,13 +27,15 @@ References, each timed over the same views:
   that code with no overhead at all could reach.
 
 ``smil preprocess`` is timed end to end (manifest parsing, crop planning, decoding, encoding, HDF5
-writes, splits, summary), once as shipped (JPEGs decoded at 1/2, 1/4 or 1/8 size by libjpeg when the
-crop is that much larger than the stored size) and once with ``reduced_decode=False`` (the same
-full-size decode as the bare loop), and once with ``--workers`` worker processes (default 2; 0 skips
-it; one untimed run first starts the forkserver). Each timing is the best of ``--repeats`` runs (at
-least 5 for replicant), the loops interleaved. ``ratio`` = preprocess throughput / bare-loop throughput (goal ≥ 0.8);
-``ratio_to_floor`` = preprocess / floor; ``ratio_workers`` = preprocess with the worker processes / bare
-loop (which stays one process). Every loop runs with glibc malloc tuned as ``smil preprocess``
+writes, splits, summary): as shipped, with ``--threads`` threads (default 0, as ``smil preprocess``:
+one per available CPU, at most 4; JPEGs decoded at 1/2, 1/4 or 1/8 size by libjpeg when the crop is
+that much larger than the stored size); with ``reduced_decode=False`` (the same full-size decode as
+the bare loop); in one thread (``ratio_one_thread``); and with ``--workers`` worker processes (default
+2; 0 skips it; one untimed run first starts the forkserver). Each timing is the best of ``--repeats``
+runs (at least 5 for replicant), the loops interleaved. ``ratio`` = preprocess throughput / bare-loop
+throughput (goal ≥ 0.8); ``ratio_to_floor`` = preprocess / floor; ``ratio_workers`` = preprocess with
+the worker processes / bare loop. The bare and floor loops are one thread each: they are the plain
+single loop a script would run. Every loop runs with glibc malloc tuned as ``smil preprocess``
 tunes it (``keep_freed_image_memory``: freed image buffers are reused instead of being page-faulted in
 again). The load average is recorded at the start and the end (the machine may be shared).
 
@@ -204,9 +206,11 @@ def measure(name: str, manifest: Path, work: Path, settings: PreprocessSettings,
     with open(manifest, encoding="utf-8") as fh:
         lines = [text for text in fh.readlines()[1:] if text.strip()]
     no_reduce = PreprocessSettings(**{**settings.__dict__, "reduced_decode": False})
-    runs = [("preprocess", settings), ("preprocess_full_decode", no_reduce)]
+    one_thread = PreprocessSettings(**{**settings.__dict__, "threads": 1})
+    runs = [("preprocess", settings), ("preprocess_full_decode", no_reduce), ("preprocess_one_thread", one_thread)]
     if workers > 1:
-        runs.append(("preprocess_workers", PreprocessSettings(**{**settings.__dict__, "workers": workers})))
+        runs.append(("preprocess_workers", PreprocessSettings(**{**settings.__dict__, "workers": workers,
+                                                                 "threads": 0})))
         preprocess(manifest, work / f"{name}_warm.h5", runs[-1][1], progress=False,
                    summary_path=work / f"{name}_warm.json")  # starts the forkserver, untimed
     times: dict[str, list[float]] = {"bare": [], "floor": [], **{key: [] for key, _ in runs}}
@@ -238,8 +242,10 @@ def measure(name: str, manifest: Path, work: Path, settings: PreprocessSettings,
         "floor_views_per_s": round(views / best["floor"], 1),
         "preprocess_views_per_s": round(views / best["preprocess"], 1),
         "preprocess_full_decode_views_per_s": round(views / best["preprocess_full_decode"], 1),
+        "threads": settings.thread_count(),
         "ratio": round(best["bare"] / best["preprocess"], 3),
         "ratio_full_decode": round(best["bare"] / best["preprocess_full_decode"], 3),
+        "ratio_one_thread": round(best["bare"] / best["preprocess_one_thread"], 3),
         "floor_ratio": round(best["bare"] / best["floor"], 3),
         "ratio_to_floor": round(best["floor"] / best["preprocess"], 3),
         "decode_reduction": shipped["decode_reduction"],
@@ -274,19 +280,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smil-synth-image-size", type=int, default=224, help="stored size for smil-synth")
     ap.add_argument("--padding", type=float, default=1.2)
     ap.add_argument("--jpeg-quality", type=int, default=90)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="preprocess threads as shipped (default 0: as smil preprocess, one per CPU, at most 4)")
     ap.add_argument("--workers", type=int, default=2, help="also time preprocess with this many worker processes (0 = skip)")
     args = ap.parse_args(argv)
     inputs = [name.strip() for name in args.inputs.split(",") if name.strip()]
     unknown = sorted(set(inputs) - set(INPUTS))
     if unknown:
         ap.error(f"unknown input(s) {unknown}; expected some of {list(INPUTS)}")
-    settings = PreprocessSettings(image_size=args.image_size, padding=args.padding, jpeg_quality=args.jpeg_quality)
+    settings = PreprocessSettings(image_size=args.image_size, padding=args.padding, jpeg_quality=args.jpeg_quality,
+                                  threads=args.threads)
     # preprocess tunes glibc malloc in its process; do it first so every loop always runs alike
     malloc_tuned = keep_freed_image_memory()
     result: dict[str, Any] = {
         "benchmark": "preprocess",
         "settings": {"image_size": args.image_size, "smil_synth_image_size": args.smil_synth_image_size,
                      "padding": args.padding, "jpeg_quality": args.jpeg_quality, "workers": args.workers,
+                     "threads": settings.thread_count(),
                      "repeats": args.repeats},
         "goal": "ratio >= 0.8 (preprocess throughput / bare decode+crop/resize+encode loop)",
         "machine": {"python": platform.python_version(), "opencv": cv2.__version__, "h5py": h5py.__version__,

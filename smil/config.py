@@ -96,6 +96,11 @@ class ModelConfig:
         metadata=_meta("per-joint heatmaps on a finer feature map; their soft-argmax 2D keypoints feed the head "
                        "(loss term heatmap_keypoints2d)"),
     )
+    triangulate_keypoints: bool = field(
+        default=False,
+        metadata=_meta("multi-view: triangulate the heatmap keypoints through the rig calibration and feed the "
+                       "3D points to the body head (needs keypoint_heatmaps and camera_mode delta)"),
+    )
 
 
 @dataclass
@@ -386,6 +391,11 @@ def validate_semantics(cfg: TrainConfig, where: str = "<config>") -> None:
     tables = [("loss.weights", cfg.loss.weights)] + [
         (f"loss.curriculum.{epoch}", table) for epoch, table in cfg.loss.curriculum.items()
     ]
+    if cfg.model.triangulate_keypoints and not (
+        cfg.mode == "multiview" and cfg.model.keypoint_heatmaps and cfg.model.camera_mode == "delta"
+    ):
+        raise ConfigError("triangulate_keypoints needs mode multiview, model.keypoint_heatmaps: true and "
+                          "model.camera_mode: delta", path=where, field="model.triangulate_keypoints")
     for name, table in tables:
         for term in table:
             if term not in LOSS_TERMS:

@@ -55,6 +55,20 @@ def test_heatmap_term_needs_the_heatmap_branch(tmp_path: Path) -> None:
     assert cfg.model.keypoint_heatmaps and cfg.loss.weights["heatmap_keypoints2d"] == 1
 
 
+@pytest.mark.parametrize("cfg", [
+    {"mode": "singleview", "model": {"keypoint_heatmaps": True}},
+    {"mode": "multiview", "model": {}},
+    {"mode": "multiview", "model": {"keypoint_heatmaps": True, "camera_mode": "absolute"}},
+], ids=["singleview", "no-heatmaps", "absolute-cameras"])
+def test_triangulated_keypoints_need_heatmaps_and_a_calibrated_rig(tmp_path: Path, cfg: dict) -> None:
+    cfg["model"]["triangulate_keypoints"] = True
+    with pytest.raises(ConfigError, match="model.triangulate_keypoints.*needs mode multiview"):
+        load_config(write(tmp_path, cfg))
+    ok = load_config(write(tmp_path, {"mode": "multiview", "model": {"keypoint_heatmaps": True,
+                                                                      "triangulate_keypoints": True}}))
+    assert ok.model.triangulate_keypoints and ok.model.camera_mode == "delta"
+
+
 def test_precedence_cli_over_file_over_mode_over_base(tmp_path: Path) -> None:
     base = TrainConfig()
     cfg = load_config(write(tmp_path, {"mode": "multiview"}))

@@ -186,3 +186,68 @@ def test_heatmap_keypoints_come_out_and_feed_the_head(backbone: str, mode: str) 
     out["global_rot"].sum().backward()
     assert model.heatmaps.logits.weight.grad.abs().sum() > 0
     assert create_regressor(spec(mode, backbone, "transformer")).heatmaps is None
+
+
+def _ring_rig(B: int, V: int, radius: float = 20.0) -> dict[str, torch.Tensor]:
+    """V cameras on a ring around the origin, looking at it (world → camera, OpenCV)."""
+    from smil.geometry.rotations import axis_angle_to_matrix
+
+    Rs, ts = [], []
+    for v in range(V):
+        yaw = 2 * torch.pi * v / V
+        # camera z axis points from the centre (radius, yaw) back to the origin
+        R = axis_angle_to_matrix(torch.tensor([0.0, yaw, 0.0])) @ axis_angle_to_matrix(torch.tensor([0.0, torch.pi, 0.0]))
+        R = R.T
+        C = torch.tensor([radius * torch.sin(torch.tensor(yaw)), 0.0, radius * torch.cos(torch.tensor(yaw))])
+        Rs.append(R)
+        ts.append(-R @ C)
+    K = torch.tensor([[80.0, 0, 31.5], [0, 80.0, 31.5], [0, 0, 1]])
+    return {"K": K.repeat(B, V, 1, 1), "R": torch.stack(Rs).repeat(B, 1, 1, 1), "t": torch.stack(ts).repeat(B, 1, 1)}
+
+
+def test_triangulated_keypoints_recover_the_points_and_describe_them_without_units() -> None:
+    from smil.geometry.camera import project
+    from smil.models.components.triangulated_keypoints import TriangulatedKeypoints
+
+    torch.manual_seed(0)
+    B, V = 2, 3
+    cal = _ring_rig(B, V)
+    X = torch.randn(B, J, 3) * 2.0 + torch.tensor([1.0, -0.5, 0.5])
+    uv, depth = project(X[:, None].expand(B, V, J, 3), cal["K"], cal["R"], cal["t"], return_depth=True)
+    assert bool((depth > 0).all())
+    mask = torch.tensor([[1, 1, 1], [1, 0, 1]]).bool()
+    points, features = TriangulatedKeypoints.measure(uv, mask, cal["K"], cal["R"], cal["t"])
+    torch.testing.assert_close(points, X, atol=1e-3, rtol=0)
+    assert features.shape == (B, 4 * J + 4)
+    # the same scene in millimetres instead of centimetres: identical features
+    _, scaled = TriangulatedKeypoints.measure(uv, mask, cal["K"], cal["R"], cal["t"] * 10)
+    torch.testing.assert_close(scaled, features, atol=1e-4, rtol=0)
+    # one valid view: nothing is triangulated, every feature is zero, no NaN anywhere
+    one = torch.tensor([[1, 0, 0], [0, 0, 1]]).bool()
+    nan_cal = {k: v.clone() for k, v in cal.items()}
+    nan_cal["t"][:, 1] = float("nan")  # a padded view's camera is never read
+    points1, features1 = TriangulatedKeypoints.measure(uv, one, nan_cal["K"], nan_cal["R"], nan_cal["t"])
+    assert torch.isnan(points1).all() and torch.equal(features1, torch.zeros_like(features1))
+
+
+def test_triangulated_keypoints_feed_the_multiview_body_head() -> None:
+    torch.manual_seed(0)
+    sp = spec("multiview", "resnet18", "mlp", keypoint_heatmaps=True, triangulate_keypoints=True, camera_mode="delta")
+    model = create_regressor(sp)
+    cal = _ring_rig(2, 3)
+    mask = torch.tensor([[1, 0, 1], [1, 1, 1]]).bool()
+    images = torch.randn(2, 3, 3, S, S)
+    out = model(images, mask, cal)
+    assert torch.isfinite(out["global_rot"]).all()
+    # the body estimate depends on the triangulation's embedding
+    out["global_rot"].sum().backward()
+    assert model.triangulation.embed[0].weight.grad.abs().sum() > 0
+    # a padded view's pixels and camera change nothing
+    images2, cal2 = images.clone(), {k: v.clone() for k, v in cal.items()}
+    images2[0, 1] = 7.0
+    cal2["R"][0, 1] = torch.eye(3) * 3
+    with torch.no_grad():
+        a, b = model(images, mask, cal), model(images2, mask, cal2)
+    torch.testing.assert_close(a["global_rot"], b["global_rot"])
+    with pytest.raises(ConfigError, match="keypoint_heatmaps"):
+        create_regressor(spec("multiview", "resnet18", "mlp", triangulate_keypoints=True, camera_mode="delta"))

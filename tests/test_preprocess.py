@@ -17,7 +17,7 @@ from smil.data.images import decode_image
 from smil.data.manifest import ManifestHeader, SampleRecord, ViewRecord, iter_manifest, write_manifest
 from smil.data.preprocess import SUMMARY_NAME, WRITE_BLOCK, PreprocessSettings, preprocess
 from smil.data.store import open_dataset
-from smil.errors import DataError
+from smil.errors import ConfigError, DataError
 
 RED = (255, 0, 0)  # RGB
 
@@ -302,15 +302,40 @@ def test_splits_keep_groups_together(tmp_path: Path) -> None:
         assert ds.split_seed == 3
 
 
-def test_workers_give_identical_output(tmp_path: Path) -> None:
-    manifest = make_manifest(tmp_path / "m", num_samples=12, num_joints=4)
+@pytest.mark.parametrize("parallel", [{"workers": 2}, {"threads": 3}], ids=["workers", "threads"])
+def test_parallel_preprocessing_gives_identical_output(tmp_path: Path, parallel: dict) -> None:
+    manifest = make_manifest(tmp_path / "m", num_samples=29, num_joints=4, masks=True)
     one, two = tmp_path / "one.h5", tmp_path / "two.h5"
-    preprocess(manifest, one, PreprocessSettings(image_size=48), progress=False)
-    preprocess(manifest, two, PreprocessSettings(image_size=48, workers=2), progress=False)
+    s1 = preprocess(manifest, one, PreprocessSettings(image_size=48, threads=1), progress=False)
+    s2 = preprocess(manifest, two, PreprocessSettings(image_size=48, **parallel), progress=False)
+    assert s2["settings"]["threads"] == parallel.get("threads", 1)
     with h5py.File(one, "r") as a, h5py.File(two, "r") as b:
         for name in (S.K, S.KEYPOINTS2D, S.SPLIT, S.SAMPLE_ID):
             assert np.array_equal(a[name][:], b[name][:], equal_nan=name != S.SAMPLE_ID)
         assert all(bytes(x) == bytes(y) for x, y in zip(a[S.IMAGES][:, 0], b[S.IMAGES][:, 0]))
+        assert all(bytes(x) == bytes(y) for x, y in zip(a[S.MASKS][:, 0], b[S.MASKS][:, 0]))
+        assert a.attrs[S.ATTR_PREPROCESS_SETTINGS] == b.attrs[S.ATTR_PREPROCESS_SETTINGS]
+    assert s1["samples_written"] == s2["samples_written"] == 29
+
+
+def test_threads_report_the_first_bad_line_in_manifest_order(tmp_path: Path) -> None:
+    manifest = _bad_manifest(tmp_path)
+    with pytest.raises(DataError) as one:
+        preprocess(manifest, tmp_path / "a.h5", PreprocessSettings(image_size=32, threads=1), progress=False)
+    with pytest.raises(DataError) as many:
+        preprocess(manifest, tmp_path / "b.h5", PreprocessSettings(image_size=32, threads=3), progress=False)
+    assert str(one.value) == str(many.value)
+    assert not (tmp_path / "b.h5").exists()
+    summary = preprocess(manifest, tmp_path / "c.h5", PreprocessSettings(image_size=32, threads=3, skip_bad=True),
+                         progress=False)
+    assert summary["samples_skipped"] == 3 and summary["samples_written"] == 3
+
+
+def test_threads_and_workers_are_exclusive() -> None:
+    with pytest.raises(ConfigError, match="not both"):
+        PreprocessSettings(workers=2, threads=2)
+    assert PreprocessSettings(workers=2).thread_count() == 1
+    assert 1 <= PreprocessSettings(threads=0).thread_count() <= 4
 
 
 def test_summary_is_written_beside_the_output(tmp_path: Path) -> None:

@@ -42,7 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "crop is that much larger than --image-size)")
     p.add_argument("--skip-bad", action="store_true",
                    help="count and skip bad samples (unreadable images, no keypoints) instead of failing")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="threads processing samples (default 0: one per available CPU, at most 4)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes instead of threads (default 1: threads in this process)")
     p.add_argument("--summary", default=None, help=f"summary JSON path (default: {SUMMARY_NAME} beside OUTPUT)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         border=args.border,
         reduced_decode=args.reduced_decode,
         workers=args.workers,
+        threads=args.threads,
     )
     summary = preprocess(args.manifest, args.output, settings, progress=False if args.quiet else None,
                          summary_path=args.summary)

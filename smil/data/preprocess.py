@@ -26,11 +26,15 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import os
+import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -56,11 +60,14 @@ from smil.io_utils import file_sha256, write_json_atomic
 SUMMARY_NAME = "preprocess_summary.json"
 MAX_LISTED_SKIPS = 1000
 WRITE_BLOCK = 256  # samples per HDF5 write: h5py's per-call costs are paid per block
+THREAD_CHUNK = 4  # manifest lines per thread task
+MAX_AUTO_THREADS = 4  # threads=0 picks one per available CPU, at most this many
 
 
 @dataclass(frozen=True)
 class PreprocessSettings:
-    """Settings of ``smil preprocess``; all but ``workers`` are recorded in the dataset's attributes."""
+    """Settings of ``smil preprocess``; all but ``workers`` and ``threads`` (which never change the
+    output) are recorded in the dataset's attributes."""
 
     image_size: int = 256  # stored images are image_size × image_size pixels
     padding: float = 1.2  # crop side = padding × the animal's bbox side
@@ -70,7 +77,8 @@ class PreprocessSettings:
     skip_bad: bool = False
     border: str = "shift"  # "shift" the crop inside the image when it fits, or "pad" around a centred crop
     reduced_decode: bool = True
-    workers: int = 1
+    workers: int = 1  # worker processes
+    threads: int = 0  # threads processing samples in this process (0 = one per available CPU, at most 4)
 
     def __post_init__(self) -> None:
         if self.image_size < 8:
@@ -83,11 +91,26 @@ class PreprocessSettings:
             raise ConfigError(f"must be 'shift' or 'pad', got {self.border!r}", field="border")
         if self.workers < 1:
             raise ConfigError(f"must be >= 1, got {self.workers}", field="workers")
+        if self.threads < 0:
+            raise ConfigError(f"must be >= 0 (0 = one per available CPU), got {self.threads}", field="threads")
+        if self.workers > 1 and self.threads > 1:
+            raise ConfigError(f"use worker processes or threads, not both (workers {self.workers}, threads "
+                              f"{self.threads})", field="threads")
         object.__setattr__(self, "split", parse_fractions(self.split))
+
+    def thread_count(self) -> int:
+        """Threads that process samples: ``threads``, or with 0 one per CPU this process may use (≤ 4)."""
+        if self.threads:
+            return self.threads
+        if self.workers > 1:
+            return 1
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(MAX_AUTO_THREADS, cpus))
 
     def recorded(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("workers")
+        out.pop("threads")
         out["split"] = list(self.split)
         return out
 
@@ -338,6 +361,45 @@ def _work(item: tuple[int, str]) -> _Result:
     return _WORKER[0].process_line(*item)
 
 
+def _threaded_results(
+    manifest: Path, header: ManifestHeader, settings: PreprocessSettings, threads: int,
+    lines: Iterable[tuple[int, str]],
+) -> Iterator[_Result]:
+    """Process ``lines`` in ``threads`` threads (one :class:`SampleProcessor` each), yielding results
+    in manifest order. OpenCV's decoding, resizing and encoding and zlib release the GIL, so the
+    threads overlap them with each other and with the caller's HDF5 writes. At most ``2 × threads``
+    chunks are in flight, so memory does not grow with the manifest."""
+    local = threading.local()
+    processors: list[SampleProcessor] = []
+    lock = threading.Lock()
+
+    def run(chunk: list[tuple[int, str]]) -> list[_Result]:
+        proc = getattr(local, "processor", None)
+        if proc is None:
+            proc = local.processor = SampleProcessor(manifest, header, settings)
+            with lock:
+                processors.append(proc)
+        return [proc.process_line(n, text) for n, text in chunk]
+
+    it = iter(lines)
+    pending: deque = deque()
+    try:
+        with ThreadPoolExecutor(threads, thread_name_prefix="smil-preprocess") as pool:
+            try:
+                while chunk := list(islice(it, THREAD_CHUNK)):
+                    pending.append(pool.submit(run, chunk))
+                    if len(pending) >= 2 * threads:
+                        yield from pending.popleft().result()
+                while pending:
+                    yield from pending.popleft().result()
+            finally:
+                for fut in pending:
+                    fut.cancel()
+    finally:
+        for proc in processors:
+            proc.close()
+
+
 def _manifest_lines(path: Path) -> Iterator[tuple[int, str]]:
     with open(path, encoding="utf-8") as fh:
         next(fh, None)
@@ -358,8 +420,9 @@ def preprocess(
 
     ``progress``: None = tqdm on a terminal, plain log lines otherwise; False = silent. The summary goes
     to ``summary_path`` (default ``preprocess_summary.json`` beside ``output``). With
-    ``settings.workers > 1`` samples are processed in "forkserver" worker processes (output identical
-    to one worker); a script calling this needs the usual ``if __name__ == "__main__":`` guard.
+    ``settings.workers > 1`` samples are processed in "forkserver" worker processes, a script calling
+    this then needs the usual ``if __name__ == "__main__":`` guard; otherwise in
+    ``settings.thread_count()`` threads. The output is the same either way.
     """
     manifest, output = Path(manifest), Path(output)
     t0 = time.perf_counter()
@@ -374,11 +437,15 @@ def preprocess(
     bar = Progress(total, progress, "preprocess")
     pool = None
     local: SampleProcessor | None = None
+    threads = settings.thread_count()
+    results: Iterator[_Result] = iter(())
     try:
         if settings.workers > 1:
             ctx = multiprocessing.get_context("forkserver")
             pool = ctx.Pool(settings.workers, initializer=_init_worker, initargs=(str(manifest), settings))
-            results: Iterator[_Result] = pool.imap(_work, _manifest_lines(manifest), chunksize=8)
+            results = pool.imap(_work, _manifest_lines(manifest), chunksize=8)
+        elif threads > 1:
+            results = _threaded_results(manifest, header, settings, threads, _manifest_lines(manifest))
         else:
             local = SampleProcessor(manifest, header, settings)
             results = (local.process_line(n, text) for n, text in _manifest_lines(manifest))
@@ -421,6 +488,9 @@ def preprocess(
             writer.finish(split, settings.seed)
     finally:
         bar.close()
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()  # a generator (threaded results): stop its threads now, not at garbage collection
         if pool is not None:
             pool.terminate()
             pool.join()
@@ -445,7 +515,7 @@ def preprocess(
         "groups": len(set(groups)),
         "seconds": round(seconds, 3),
         "samples_per_second": round(len(groups) / seconds, 2) if seconds > 0 else None,
-        "settings": {**recorded, "workers": settings.workers},
+        "settings": {**recorded, "workers": settings.workers, "threads": threads},
     }
     write_json_atomic(Path(summary_path) if summary_path else output.parent / SUMMARY_NAME, summary)
     return summary

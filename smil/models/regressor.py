@@ -9,7 +9,9 @@ Outputs (a dict of tensors; rotations in 6D):
 - ``iterations``: the body estimate after each IEF iteration (a list of dicts like the above);
 - with ``keypoint_heatmaps``: ``heatmap_keypoints2d (B,V,J,2)``, the joints' soft-argmax positions in
   the network image (V = 1 for single-view; zeros for padded views), which also feed the head
-  (:mod:`smil.models.components.keypoint_heatmaps`).
+  (:mod:`smil.models.components.keypoint_heatmaps`). Multi-view with ``triangulate_keypoints``: those
+  keypoints, triangulated through the rig calibration, feed the body head as well
+  (:mod:`smil.models.components.triangulated_keypoints`).
 
 The camera maps world to camera (OpenCV): ``R = rot6d_to_matrix(cam_rot)``, ``t = cam_trans``, and
 ``K`` has ``fy = fx = H / (2·tan(fov/2))`` with the principal point at the image centre.
@@ -27,6 +29,7 @@ from smil.geometry.rotations import matrix_to_rot6d, rot6d_to_matrix
 from smil.models.backbones import create_backbone
 from smil.models.components.keypoint_heatmaps import KeypointHeatmaps
 from smil.models.components.param_layout import ParamLayout
+from smil.models.components.triangulated_keypoints import TriangulatedKeypoints
 from smil.models.heads import create_head
 
 
@@ -49,6 +52,7 @@ class RegressorSpec:
     camera_mode: str = "absolute"
     rig: list[str] = field(default_factory=list)
     keypoint_heatmaps: bool = False
+    triangulate_keypoints: bool = False
 
 
 def camera_intrinsics(fov: torch.Tensor, image_size: int) -> torch.Tensor:
@@ -134,6 +138,12 @@ class MultiViewRegressor(nn.Module):
         self.backbone = create_backbone(spec.backbone, spec.image_size, pretrained_path)
         self.heatmaps = _heatmaps(spec, self.backbone)
         d = self.backbone.dim
+        self.triangulation = None
+        if spec.triangulate_keypoints:
+            if self.heatmaps is None or spec.camera_mode != "delta":
+                raise ConfigError("triangulate_keypoints needs keypoint_heatmaps and camera_mode 'delta' (the "
+                                  "rig calibration)", field="model.triangulate_keypoints")
+            self.triangulation = TriangulatedKeypoints(spec.num_joints, d)
         self.view_embed = nn.Parameter(torch.zeros(self.num_views, d))
         nn.init.normal_(self.view_embed, std=0.02)
         if spec.cross_view_layers > 0:
@@ -193,6 +203,8 @@ class MultiViewRegressor(nn.Module):
         view_mask = view_mask.bool()
         if not bool(view_mask.any(dim=1).all()):
             raise ShapeMismatchError("every sample needs at least one valid view")
+        if self.spec.camera_mode == "delta" and calibration is None:
+            raise ConfigError("camera_mode 'delta' needs the rig calibration (K, R, t per view)")
         # The backbone sees only real views: padded pixels cannot influence anything.
         tok_valid, pooled_valid, kp_valid = _features(self.backbone, self.heatmaps, images[view_mask])
         N, D = tok_valid.shape[1:]
@@ -206,15 +218,21 @@ class MultiViewRegressor(nn.Module):
         view_tokens = view_tokens * view_mask.unsqueeze(-1)
         weights = view_mask.float().unsqueeze(-1)
         fused = view_tokens.sum(1) / weights.sum(1).clamp_min(1.0)
+        keypoints = None
+        if kp_valid is not None:
+            keypoints = kp_valid.new_zeros(B, V, *kp_valid.shape[1:])
+            keypoints[view_mask] = kp_valid
+        if self.triangulation is not None:
+            _, embedding = self.triangulation(keypoints, view_mask, calibration["K"], calibration["R"],
+                                              calibration["t"])
+            fused = fused + embedding
         token_mask = (~view_mask).unsqueeze(-1).expand(B, V, N).reshape(B, V * N)
         estimates = self.body_head(tokens.reshape(B, V * N, D), fused, self.init_params.unsqueeze(0), token_mask)
         iters = [_finish_body(self.body_layout.split(x)) for x in estimates]
         out = dict(iters[-1])
         out["iterations"] = iters
         out.update(self._cameras(view_tokens, view_mask, calibration))
-        if kp_valid is not None:
-            keypoints = kp_valid.new_zeros(B, V, *kp_valid.shape[1:])
-            keypoints[view_mask] = kp_valid
+        if keypoints is not None:
             out["heatmap_keypoints2d"] = keypoints
         return out
 
@@ -224,8 +242,6 @@ class MultiViewRegressor(nn.Module):
         deltas = torch.stack([head(view_tokens[:, v]) for v, head in enumerate(self.camera_heads)], dim=1)
         B = deltas.shape[0]
         if self.spec.camera_mode == "delta":
-            if calibration is None:
-                raise ConfigError("camera_mode 'delta' needs the rig calibration (K, R, t per view)")
             base = {
                 "fov": fov_from_intrinsics(calibration["K"], self.spec.image_size),
                 "cam_rot": matrix_to_rot6d(calibration["R"]),
@@ -300,6 +316,7 @@ def spec_from_config(cfg, num_joints: int, num_betas: int, rig: list[str] | None
         camera_mode=m.camera_mode if cfg.mode == "multiview" else "absolute",
         rig=list(rig or []),
         keypoint_heatmaps=m.keypoint_heatmaps,
+        triangulate_keypoints=m.triangulate_keypoints if cfg.mode == "multiview" else False,
     )
 
 

@@ -70,8 +70,9 @@ rule preprocess:
         "results/benchmarks/preprocess/{dataset}.tsv"
     conda:
         "../../envs/smil.yaml"
+    threads: 2
     params:
         args=preprocess_args,
     shell:
         "smil preprocess {input.manifest} {output.dataset} --summary {output.summary} "
-        "--quiet {params.args} > {log} 2>&1"
+        "--threads {threads} --quiet {params.args} > {log} 2>&1"
