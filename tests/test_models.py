@@ -82,6 +82,45 @@ def test_ief_iterations_differ_and_depend_on_the_previous(cls) -> None:
     outs[0].sum().backward()
 
 
+def test_transformer_head_computes_what_torchs_decoder_computes() -> None:
+    """The head runs its nn.TransformerDecoderLayer modules itself (keys and values once per forward):
+    outputs and gradients equal the modules' own forward, with a padding mask."""
+    torch.manual_seed(0)
+    head = TransformerIEFHead(feature_dim=24, param_dim=10, hidden_dim=32, depth=2, num_heads=4, dropout=0.0,
+                              iterations=3)
+    for p in head.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    tokens, pooled, init = torch.randn(3, 7, 24), torch.randn(3, 24), torch.randn(1, 10)
+    mask = torch.zeros(3, 7, dtype=torch.bool)
+    mask[0, 4:] = True
+    mask[2, :2] = True
+
+    def reference() -> list[torch.Tensor]:
+        memory = head.token_proj(tokens)
+        x, context, outs = init.expand(3, -1), head.pooled_embed(pooled).unsqueeze(1), []
+        for _ in range(head.iterations):
+            query = head.query_base + context + head.param_embed(x).unsqueeze(1)
+            h = head.decoder(query, memory, memory_key_padding_mask=mask)
+            x = x + head.out(head.norm(h[:, 0]))
+            outs.append(x)
+        return outs
+
+    for mode in (head.train, head.eval):  # training mode and eval (torch's fast path) alike
+        mode()
+        ours, theirs = head(tokens, pooled, init, mask), reference()
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    head.train()
+    grads = []
+    for fn in (lambda: head(tokens, pooled, init, mask), reference):
+        head.zero_grad()
+        sum(o.pow(2).sum() for o in fn()).backward()
+        grads.append({n: p.grad.clone() for n, p in head.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_padded_views_change_no_output() -> None:
     torch.manual_seed(0)
     for camera_mode in ("absolute", "delta"):
