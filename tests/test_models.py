@@ -290,3 +290,25 @@ def test_triangulated_keypoints_feed_the_multiview_body_head() -> None:
     torch.testing.assert_close(a["global_rot"], b["global_rot"])
     with pytest.raises(ConfigError, match="keypoint_heatmaps"):
         create_regressor(spec("multiview", "resnet18", "mlp", triangulate_keypoints=True, camera_mode="delta"))
+
+
+def test_triangulated_placement_recovers_root_rotation_and_translation() -> None:
+    from smil.geometry.rotations import axis_angle_to_matrix
+    from smil.models.components.triangulated_keypoints import TriangulatedKeypoints
+
+    torch.manual_seed(1)
+    tri = TriangulatedKeypoints(J, 8)
+    rest = torch.randn(J, 3)
+    tri.set_template(rest)  # root joint 0
+    rot = axis_angle_to_matrix(torch.tensor([[0.4, -2.5, 0.9], [2.9, 0.1, 0.0]]))
+    trans = torch.tensor([[1.0, 2.0, -3.0], [0.0, -0.5, 0.25]])
+    # the body model's convention: the root rotation turns the body about the root joint
+    points = (rest - rest[0]) @ rot.transpose(1, 2) + rest[0] + trans[:, None]
+    points[1, 2] = float("nan")  # a joint not found is left out
+    R, t, ok = tri.place(points)
+    torch.testing.assert_close(R, rot, atol=1e-4, rtol=0)
+    torch.testing.assert_close(t, trans, atol=1e-4, rtol=0)
+    assert ok.all()
+    few = torch.full_like(points, float("nan"))
+    few[:, :2] = points[:, :2]
+    assert not tri.place(few)[2].any()  # two joints fix no rotation

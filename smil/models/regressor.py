@@ -222,12 +222,15 @@ class MultiViewRegressor(nn.Module):
         if kp_valid is not None:
             keypoints = kp_valid.new_zeros(B, V, *kp_valid.shape[1:])
             keypoints[view_mask] = kp_valid
+        init = self.init_params.unsqueeze(0)
         if self.triangulation is not None:
-            _, embedding = self.triangulation(keypoints, view_mask, calibration["K"], calibration["R"],
-                                              calibration["t"])
+            _, embedding, placement = self.triangulation(keypoints, view_mask, calibration["K"], calibration["R"],
+                                                         calibration["t"])
             fused = fused + embedding
+            if placement is not None:
+                init = self._placed(init.expand(B, -1), *placement)
         token_mask = (~view_mask).unsqueeze(-1).expand(B, V, N).reshape(B, V * N)
-        estimates = self.body_head(tokens.reshape(B, V * N, D), fused, self.init_params.unsqueeze(0), token_mask)
+        estimates = self.body_head(tokens.reshape(B, V * N, D), fused, init, token_mask)
         iters = [_finish_body(self.body_layout.split(x)) for x in estimates]
         out = dict(iters[-1])
         out["iterations"] = iters
@@ -235,6 +238,14 @@ class MultiViewRegressor(nn.Module):
         if keypoints is not None:
             out["heatmap_keypoints2d"] = keypoints
         return out
+
+    def _placed(self, init: torch.Tensor, rot: torch.Tensor, trans: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+        """``init (B, P)`` with the root rotation and translation of the triangulated placement where ``ok``."""
+        parts = self.body_layout.split(init)
+        m = ok.unsqueeze(-1)
+        parts["global_rot"] = torch.where(m, matrix_to_rot6d(rot).to(init.dtype), parts["global_rot"])
+        parts["trans"] = torch.where(m, trans.to(init.dtype), parts["trans"])
+        return self.body_layout.join(parts)
 
     def _cameras(
         self, view_tokens: torch.Tensor, view_mask: torch.Tensor, calibration: dict[str, torch.Tensor] | None

@@ -47,7 +47,7 @@ from smil.train.checkpoint import (
     model_record,
     save_atomic,
 )
-from smil.train.mean_params import body_unit, mean_parameters
+from smil.train.mean_params import body_unit, mean_body_joints, mean_parameters
 from smil.train.schedule import (
     backbone_frozen,
     learning_rate,
@@ -182,6 +182,8 @@ class Trainer:
         train_idx = reader.split_indices("train")
         self.mean_params = mean_parameters(reader, train_idx, self.body, cfg.mode == "multiview")
         model.set_initial_params(self.mean_params)
+        if getattr(model, "triangulation", None) is not None:
+            model.triangulation.set_template(mean_body_joints(self.body, self.mean_params))
         self.model = model.to(self.device)
         self.unit = body_unit(reader, train_idx)
         settings = LossSettings(

@@ -140,3 +140,25 @@ def view_frame_placement(reader, idx: np.ndarray, body_model, chunk: int = 4096)
     out["cam_rot"] = matrix_to_rot6d(torch.eye(3, dtype=torch.float64)).float()
     out["cam_trans"] = torch.zeros(3)
     return out
+
+
+def mean_body_joints(body_model, mean: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Joints ``(J, 3)`` of the body at the mean parameters with identity root rotation and zero
+    translation (the rest skeleton that :class:`smil.models.components.triangulated_keypoints.
+    TriangulatedKeypoints` aligns to triangulated points)."""
+    p = next(body_model.parameters(), None)
+    ref = p if p is not None else next(body_model.buffers())
+    one = {k: v.to(device=ref.device, dtype=ref.dtype)[None] for k, v in mean.items()}
+    identity = torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]], device=ref.device, dtype=ref.dtype)
+    with torch.no_grad():
+        out = body_model(
+            betas=one.get("betas"),
+            global_rot=identity,
+            joint_rot=one.get("joint_rot"),
+            scale=torch.exp(one["log_scale"][:, 0]) if "log_scale" in one else None,
+            joint_log_scales=one.get("log_beta_scales"),
+            joint_trans=one.get("betas_trans"),
+            rotation_format="6d",
+        )
+    return out.joints[0]
+

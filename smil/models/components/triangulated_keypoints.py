@@ -11,6 +11,12 @@ Features per sample: the points relative to their centroid divided by their RMS 
 orientation, about unit size), the centroid and the log spread relative to the rig (camera centres'
 centroid and spread: independent of the world unit), and a found-flag per joint. A joint seen in
 fewer than two valid views has zero features and flag 0.
+
+Placement: once the trainer has set the mean body's rest skeleton (:meth:`set_template`), the
+triangulated points also give each sample a closed-form root rotation and translation — the rigid
+alignment (weighted Kabsch) of that skeleton to the points found — which the regressor uses as the
+starting estimate of its iterative error feedback instead of the training set's mean. The head then
+corrects an estimate that already faces the right way, rather than learning the heading from scratch.
 """
 
 from __future__ import annotations
@@ -33,13 +39,50 @@ class TriangulatedKeypoints(nn.Module):
         self.embed = nn.Sequential(
             nn.Linear(4 * num_joints + 4, feature_dim), nn.GELU(), nn.Linear(feature_dim, feature_dim)
         )
+        # the mean body's joints with identity root rotation relative to its root joint, and the root
+        # joint's position (the root rotation turns the body about it); unset until set_template
+        self.register_buffer("template", torch.zeros(num_joints, 3))
+        self.register_buffer("template_root", torch.zeros(3))
+        self.register_buffer("has_template", torch.tensor(False))
+
+    def set_template(self, joints: torch.Tensor, root: int = 0) -> None:
+        """Joints ``(J, 3)`` of the body posed at the mean parameters with identity root rotation and
+        zero translation; ``root`` is the root joint's index."""
+        joints = joints.detach().to(self.template)
+        self.template_root.copy_(joints[root])
+        self.template.copy_(joints - joints[root])
+        self.has_template.fill_(True)
 
     def forward(
         self, keypoints: torch.Tensor, view_mask: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
+        """Points ``(B, J, 3)``, embedding ``(B, feature_dim)`` and, with a template, the placement
+        ``(root rotation (B, 3, 3), translation (B, 3), ok (B,))`` (ok: ≥ 3 joints found)."""
         with torch.no_grad():
             points, features = self.measure(keypoints, view_mask, K, R, t)
-        return points, self.embed(features.to(self.embed[0].weight.dtype))
+            placement = self.place(points) if bool(self.has_template) else None
+        return points, self.embed(features.to(self.embed[0].weight.dtype)), placement
+
+    def place(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Root rotation and body translation that carry the template onto ``points (B, J, 3)`` (least
+        squares over the finite points; rotation about the root joint, as the body model poses it)."""
+        found = torch.isfinite(points).all(-1)
+        w = found.to(points.dtype)
+        n = w.sum(1).clamp_min(1.0)
+        X = torch.where(found[..., None], points, torch.zeros_like(points))
+        A = self.template.to(points.dtype).expand_as(X)
+        mx = (w[..., None] * X).sum(1) / n[:, None]
+        ma = (w[..., None] * A).sum(1) / n[:, None]
+        H = ((A - ma[:, None]) * w[..., None]).transpose(1, 2) @ (X - mx[:, None])  # (B, 3, 3)
+        U, S, Vh = torch.linalg.svd(H)
+        d = torch.det(Vh.transpose(1, 2) @ U.transpose(1, 2)).sign()
+        d = torch.where(d == 0, torch.ones_like(d), d)
+        D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
+        rot = Vh.transpose(1, 2) @ D @ U.transpose(1, 2)
+        # X ≈ rot·A + τ, and the body poses X = rot·A + root + trans
+        trans = mx - (rot @ ma[..., None])[..., 0] - self.template_root.to(points.dtype)
+        ok = (found.sum(1) >= 3) & (S[:, 1] > 1e-6 * S[:, 0].clamp_min(1e-30))
+        return rot, trans, ok
 
     @staticmethod
     def measure(
