@@ -302,13 +302,16 @@ def test_triangulated_placement_recovers_root_rotation_and_translation() -> None
     tri.set_template(rest)  # root joint 0
     rot = axis_angle_to_matrix(torch.tensor([[0.4, -2.5, 0.9], [2.9, 0.1, 0.0]]))
     trans = torch.tensor([[1.0, 2.0, -3.0], [0.0, -0.5, 0.25]])
-    # the body model's convention: the root rotation turns the body about the root joint
-    points = (rest - rest[0]) @ rot.transpose(1, 2) + rest[0] + trans[:, None]
+    size = torch.tensor([1.3, 0.8])
+    # the body model's convention: the root rotation turns the body about the root joint, then the
+    # global scale scales about the origin, then the translation is added
+    points = size[:, None, None] * ((rest - rest[0]) @ rot.transpose(1, 2) + rest[0]) + trans[:, None]
     points[1, 2] = float("nan")  # a joint not found is left out
-    R, t, ok = tri.place(points)
+    R, t, log_size, ok = tri.place(points)
     torch.testing.assert_close(R, rot, atol=1e-4, rtol=0)
     torch.testing.assert_close(t, trans, atol=1e-4, rtol=0)
+    torch.testing.assert_close(log_size.exp(), size, atol=1e-4, rtol=0)
     assert ok.all()
     few = torch.full_like(points, float("nan"))
     few[:, :2] = points[:, :2]
-    assert not tri.place(few)[2].any()  # two joints fix no rotation
+    assert not tri.place(few)[-1].any()  # two joints fix no rotation

@@ -261,7 +261,7 @@ def test_triangulated_keypoints_place_the_first_estimate(tmp_path: Path, tiny_da
         batch = trainer.prepare(batch)
         kp = torch.where(batch["visibility"][..., None] > 0, batch["keypoints2d"], torch.nan)
         points, _ = tri.measure(kp, batch["view_mask"], batch["K"], batch["R"], batch["t"])
-        R, _, ok = tri.place(points)
+        R, _, _, ok = tri.place(points)
         truth = axis_angle_to_matrix(batch["params/global_rot"])
         assert ok.all()
         placed.append(angle(R, truth))

@@ -239,12 +239,16 @@ class MultiViewRegressor(nn.Module):
             out["heatmap_keypoints2d"] = keypoints
         return out
 
-    def _placed(self, init: torch.Tensor, rot: torch.Tensor, trans: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
-        """``init (B, P)`` with the root rotation and translation of the triangulated placement where ``ok``."""
+    def _placed(
+        self, init: torch.Tensor, rot: torch.Tensor, trans: torch.Tensor, log_size: torch.Tensor, ok: torch.Tensor
+    ) -> torch.Tensor:
+        """``init (B, P)`` with the root rotation, translation and size of the triangulated placement where ``ok``."""
         parts = self.body_layout.split(init)
         m = ok.unsqueeze(-1)
         parts["global_rot"] = torch.where(m, matrix_to_rot6d(rot).to(init.dtype), parts["global_rot"])
         parts["trans"] = torch.where(m, trans.to(init.dtype), parts["trans"])
+        parts["log_scale"] = torch.where(m, parts["log_scale"] + log_size.to(init.dtype).unsqueeze(-1),
+                                         parts["log_scale"])
         return self.body_layout.join(parts)
 
     def _cameras(

@@ -13,13 +13,15 @@ centroid and spread: independent of the world unit), and a found-flag per joint.
 fewer than two valid views has zero features and flag 0.
 
 Placement: once the trainer has set the mean body's rest skeleton (:meth:`set_template`), the
-triangulated points also give each sample a closed-form root rotation and translation — the rigid
-alignment (weighted Kabsch) of that skeleton to the points found — which the regressor uses as the
+triangulated points also give each sample a closed-form root rotation, translation and size — the
+similarity alignment (Umeyama) of that skeleton to the points found — which the regressor uses as the
 starting estimate of its iterative error feedback instead of the training set's mean. The head then
 corrects an estimate that already faces the right way, rather than learning the heading from scratch.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -57,15 +59,21 @@ class TriangulatedKeypoints(nn.Module):
         self, keypoints: torch.Tensor, view_mask: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
         """Points ``(B, J, 3)``, embedding ``(B, feature_dim)`` and, with a template, the placement
-        ``(root rotation (B, 3, 3), translation (B, 3), ok (B,))`` (ok: ≥ 3 joints found)."""
+        (:meth:`place`)."""
         with torch.no_grad():
             points, features = self.measure(keypoints, view_mask, K, R, t)
             placement = self.place(points) if bool(self.has_template) else None
         return points, self.embed(features.to(self.embed[0].weight.dtype)), placement
 
-    def place(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Root rotation and body translation that carry the template onto ``points (B, J, 3)`` (least
-        squares over the finite points; rotation about the root joint, as the body model poses it)."""
+    def place(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Root rotation ``(B, 3, 3)``, body translation ``(B, 3)`` and log size factor ``(B,)`` that carry
+        the template onto ``points (B, J, 3)``, and ``ok (B,)`` (≥ 3 joints found, not collinear).
+
+        Least squares over the finite points (similarity alignment: rotation, translation and one
+        scale factor, Umeyama's closed form); the rotation turns the body about its root joint and the
+        global scale scales about the origin, as the body model poses it. The size factor is clamped
+        to [1/2, 2] of the mean body's size.
+        """
         found = torch.isfinite(points).all(-1)
         w = found.to(points.dtype)
         n = w.sum(1).clamp_min(1.0)
@@ -73,16 +81,21 @@ class TriangulatedKeypoints(nn.Module):
         A = self.template.to(points.dtype).expand_as(X)
         mx = (w[..., None] * X).sum(1) / n[:, None]
         ma = (w[..., None] * A).sum(1) / n[:, None]
-        H = ((A - ma[:, None]) * w[..., None]).transpose(1, 2) @ (X - mx[:, None])  # (B, 3, 3)
+        Ac = (A - ma[:, None]) * w[..., None]
+        H = Ac.transpose(1, 2) @ (X - mx[:, None])  # (B, 3, 3)
         U, S, Vh = torch.linalg.svd(H)
         d = torch.det(Vh.transpose(1, 2) @ U.transpose(1, 2)).sign()
         d = torch.where(d == 0, torch.ones_like(d), d)
-        D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
-        rot = Vh.transpose(1, 2) @ D @ U.transpose(1, 2)
-        # X ≈ rot·A + τ, and the body poses X = rot·A + root + trans
-        trans = mx - (rot @ ma[..., None])[..., 0] - self.template_root.to(points.dtype)
+        signs = torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1)
+        rot = Vh.transpose(1, 2) @ torch.diag_embed(signs) @ U.transpose(1, 2)
+        spread = (Ac * (A - ma[:, None])).sum((1, 2)).clamp_min(1e-30)
+        log_size = ((S * signs).sum(-1) / spread).clamp_min(1e-30).log().clamp(-math.log(2.0), math.log(2.0))
+        k = log_size.exp()
+        # X ≈ k·(rot·A + root) + trans  with A relative to the root joint
+        root = self.template_root.to(points.dtype)
+        trans = mx - k[:, None] * ((rot @ ma[..., None])[..., 0] + root)
         ok = (found.sum(1) >= 3) & (S[:, 1] > 1e-6 * S[:, 0].clamp_min(1e-30))
-        return rot, trans, ok
+        return rot, trans, log_size, ok
 
     @staticmethod
     def measure(
