@@ -87,9 +87,10 @@ class ModelConfig:
     cross_view_layers: int = field(
         default=1, metadata=_meta("multi-view: self-attention layers over the views' tokens")
     )
-    camera_mode: Literal["absolute", "delta"] = field(
+    camera_mode: Literal["absolute", "delta", "calibrated"] = field(
         default="delta",
-        metadata=_meta("multi-view cameras: absolute (uncalibrated rig) or delta around calibration"),
+        metadata=_meta("multi-view cameras: absolute (uncalibrated rig), delta around the calibration, or "
+                       "calibrated (the calibration as given, no camera heads)"),
     )
     keypoint_heatmaps: bool = field(
         default=False,
@@ -99,7 +100,7 @@ class ModelConfig:
     triangulate_keypoints: bool = field(
         default=False,
         metadata=_meta("multi-view: triangulate the heatmap keypoints through the rig calibration and feed the "
-                       "3D points to the body head (needs keypoint_heatmaps and camera_mode delta)"),
+                       "3D points to the body head (needs keypoint_heatmaps and camera_mode delta or calibrated)"),
     )
 
 
@@ -392,10 +393,10 @@ def validate_semantics(cfg: TrainConfig, where: str = "<config>") -> None:
         (f"loss.curriculum.{epoch}", table) for epoch, table in cfg.loss.curriculum.items()
     ]
     if cfg.model.triangulate_keypoints and not (
-        cfg.mode == "multiview" and cfg.model.keypoint_heatmaps and cfg.model.camera_mode == "delta"
+        cfg.mode == "multiview" and cfg.model.keypoint_heatmaps and cfg.model.camera_mode != "absolute"
     ):
         raise ConfigError("triangulate_keypoints needs mode multiview, model.keypoint_heatmaps: true and "
-                          "model.camera_mode: delta", path=where, field="model.triangulate_keypoints")
+                          "model.camera_mode: delta or calibrated", path=where, field="model.triangulate_keypoints")
     for name, table in tables:
         for term in table:
             if term not in LOSS_TERMS:

@@ -80,7 +80,7 @@ def predicted_cameras(pred: dict[str, torch.Tensor], image_size: int) -> tuple[t
     fov, cam_rot, cam_trans = pred["fov"], pred["cam_rot"], pred["cam_trans"]
     if fov.dim() == 2:
         fov, cam_rot, cam_trans = fov.unsqueeze(1), cam_rot.unsqueeze(1), cam_trans.unsqueeze(1)
-    return camera_intrinsics(fov, image_size), rot6d_to_matrix(cam_rot), cam_trans
+    return camera_intrinsics(fov, image_size, pred.get("principal_point")), rot6d_to_matrix(cam_rot), cam_trans
 
 
 def body_forward(body_model, pred: dict[str, torch.Tensor]):
@@ -335,16 +335,7 @@ class SmilLoss(torch.nn.Module):
         self.body_model = body_model
         self.s = settings
         self.register_buffer("jw", settings.joint_weights.clone())
-        # K = f · diag(1, 1, 0) + [[0, 0, c], [0, 0, c], [0, 0, 1]] at the network and render sizes
-        self.register_buffer("k_diag", torch.diag(torch.tensor([1.0, 1.0, 0.0])), persistent=False)
-        self.register_buffer("k_image", self._principal(settings.image_size), persistent=False)
-        self.register_buffer("k_render", self._principal(settings.silhouette_size), persistent=False)
         self._constants: dict[tuple, torch.Tensor] = {}  # device tensors built once, by key
-
-    @staticmethod
-    def _principal(size: int) -> torch.Tensor:
-        c = (size - 1) / 2.0
-        return torch.tensor([[0.0, 0.0, c], [0.0, 0.0, c], [0.0, 0.0, 1.0]])
 
     def forward(
         self, pred: dict[str, Any], batch: dict[str, torch.Tensor], epoch: int = 0
@@ -384,13 +375,12 @@ class SmilLoss(torch.nn.Module):
     def _cameras(self, p: dict[str, torch.Tensor], R: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
         """``K, R, t`` ``(I,B,V,…)`` for an image of ``size`` pixels: the network's or the renderer's
         (the same view, scaled about pixel centres; see :func:`render_intrinsics`)."""
-        f = self.s.image_size / (2.0 * torch.tan(p["fov"][..., 0] / 2.0))
-        principal = self.k_image if size == self.s.image_size else self.k_render
-        if size != self.s.image_size:
-            f = f * (size / self.s.image_size)
-        dt = f.dtype
-        K = torch.addcmul(principal.to(dt), f[..., None, None], self.k_diag.to(dt))
-        return K, R, p["cam_trans"]
+        from smil.models.regressor import camera_intrinsics
+
+        principal = p.get("principal_point")
+        if principal is not None and size != self.s.image_size:
+            principal = (principal + 0.5) * (size / self.s.image_size) - 0.5
+        return camera_intrinsics(p["fov"], size, principal), R, p["cam_trans"]
 
     def terms(
         self, p: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], active: list[str]

@@ -51,8 +51,11 @@ def ground_truth(body: SMILModel, B: int = 2, seed: int = 0):
     fov = 0.6
     f = S / (2 * math.tan(fov / 2))
     K = torch.tensor([[f, 0, (S - 1) / 2], [0, f, (S - 1) / 2], [0, 0, 1]], dtype=torch.float64)
+    K = K.expand(B, V, 3, 3).clone()
+    # crops move the principal point off the centre, differently per view: the loss must use it
+    K[..., :2, 2] += torch.tensor([[3.0 * v, -2.0 * v] for v in range(V)], dtype=torch.float64)
     batch = {
-        "K": K.expand(B, V, 3, 3).clone(),
+        "K": K,
         "R": torch.stack(Rs).expand(B, V, 3, 3).clone(),
         "t": torch.stack(ts).expand(B, V, 3).clone(),
         "view_mask": torch.ones(B, V, dtype=torch.bool),
@@ -74,6 +77,7 @@ def ground_truth(body: SMILModel, B: int = 2, seed: int = 0):
         "fov": torch.full((B, V, 1), fov, dtype=torch.float64),
         "cam_rot": matrix_to_rot6d(batch["R"]),
         "cam_trans": batch["t"].clone(),
+        "principal_point": batch["K"][..., :2, 2].clone(),
         "heatmap_keypoints2d": batch["keypoints2d"].clone(),
     }
     sil = soft_silhouette(out.vertices.unsqueeze(1).expand(B, V, -1, -1).reshape(B * V, -1, 3), body.faces,

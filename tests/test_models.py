@@ -123,7 +123,7 @@ def test_transformer_head_computes_what_torchs_decoder_computes() -> None:
 
 def test_padded_views_change_no_output() -> None:
     torch.manual_seed(0)
-    for camera_mode in ("absolute", "delta"):
+    for camera_mode in ("absolute", "delta", "calibrated"):
         model = create_regressor(spec("multiview", "resnet18", "transformer", camera_mode=camera_mode)).train()
         mask = torch.tensor([[1, 0, 1], [1, 1, 0]]).bool()
         x = torch.randn(2, 3, 3, S, S)
@@ -142,10 +142,31 @@ def test_padded_views_change_no_output() -> None:
 
 
 def test_delta_cameras_start_at_the_calibration() -> None:
+    from smil.losses import predicted_cameras
+
     model = create_regressor(spec("multiview", "resnet18", "mlp", camera_mode="delta")).eval()
     cal = calibration(1, 3)
+    cal["K"][0, 1, :2, 2] = torch.tensor([12.0, 50.5])  # a crop moved this view's principal point
     out = model(torch.randn(1, 3, 3, S, S), torch.ones(1, 3, dtype=torch.bool), cal)
     assert torch.allclose(out["cam_trans"], cal["t"])  # zero-initialised camera heads
+    K, R, t = predicted_cameras(out, S)
+    torch.testing.assert_close(K, cal["K"])  # the principal point is the calibration's, not the centre
+    with pytest.raises(ConfigError, match="calibration"):
+        model(torch.randn(1, 3, 3, S, S), torch.ones(1, 3, dtype=torch.bool))
+
+
+def test_calibrated_cameras_are_the_calibration_and_nothing_learns_them() -> None:
+    from smil.geometry.rotations import rot6d_to_matrix
+    from smil.models.regressor import camera_intrinsics
+
+    model = create_regressor(spec("multiview", "resnet18", "mlp", camera_mode="calibrated")).train()
+    assert len(model.camera_heads) == 0
+    cal = calibration(2, 3)
+    cal["t"] = torch.randn(2, 3, 3)
+    out = model(torch.randn(2, 3, 3, S, S), torch.tensor([[1, 1, 0], [1, 1, 1]]).bool(), cal)
+    assert torch.equal(out["cam_trans"], cal["t"])
+    torch.testing.assert_close(rot6d_to_matrix(out["cam_rot"]), cal["R"])
+    torch.testing.assert_close(camera_intrinsics(out["fov"], S, out["principal_point"]), cal["K"])
     with pytest.raises(ConfigError, match="calibration"):
         model(torch.randn(1, 3, 3, S, S), torch.ones(1, 3, dtype=torch.bool))
 

@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="HDF5 input: only this split (default: all samples)")
     p.add_argument("--calibration", type=Path, default=None, metavar="FILE.toml",
                    help="aniposelib calibration: undistorts frames, and gives the base cameras a multi-view model "
-                        "with camera_mode 'delta' refines (required for those)")
+                        "with camera_mode 'delta' refines or 'calibrated' uses (required for those)")
     p.add_argument("--smooth", type=float, default=None, metavar="SIGMA_FRAMES",
                    help="temporal smoothing: Gaussian window of this many frames (rotations averaged on SO(3)); "
                         "applied to the parameters before joints and keypoints are computed")

@@ -420,7 +420,7 @@ class FrameSource(Source):
         """K, R, t of the network input images (calibration, moved through the crop); NaN when the
         model predicts its own cameras (absolute mode never reads them)."""
         B, V = affs.shape[:2]
-        if self.camera_mode != "delta":
+        if self.camera_mode == "absolute":
             nan = float("nan")
             return {"K": torch.full((B, V, 3, 3), nan), "R": torch.full((B, V, 3, 3), nan),
                     "t": torch.full((B, V, 3), nan)}
@@ -596,8 +596,8 @@ def open_source(path: str | Path, spec: RegressorSpec, options: InferOptions) ->
                         path=path)
     if options.calibration is not None:
         _attach_calibration(views, Path(options.calibration), single=kind != "session")
-    if multiview and spec.camera_mode == "delta" and any(v.calibration is None for v in views):
-        raise ConfigError(f"this multi-view model refines calibrated cameras (camera_mode 'delta'); pass the "
+    if multiview and spec.camera_mode != "absolute" and any(v.calibration is None for v in views):
+        raise ConfigError(f"this multi-view model uses calibrated cameras (camera_mode '{spec.camera_mode}'); pass the "
                           f"rig's calibration with --calibration FILE.toml (cameras {rig})", field="calibration")
     bboxes = load_bboxes(options.bboxes, [v.name for v in views], kind == "session") if crop == "bbox" else None
     src = FrameSource(kind, path, views, multiview_model=multiview, crop=crop, bboxes=bboxes,
@@ -653,7 +653,7 @@ def _to_numpy(pred: dict[str, Any]) -> dict[str, np.ndarray]:
 
     single = pred["fov"].dim() == 2  # single-view: fov (B,1); multi-view: (B,V,1)
     out = {}
-    for k in BODY_KEYS + CAMERA_KEYS:
+    for k in BODY_KEYS + CAMERA_KEYS + (("principal_point",) if "principal_point" in pred else ()):
         v = pred[k].detach().float()
         if k in _ROT6D_KEYS:
             v = rot6d_to_matrix(v)

@@ -89,7 +89,7 @@ def mean_pose_prediction(trained: TrainedModel, batch: dict[str, torch.Tensor]) 
     else:
         parts = m.body_layout.split(m.init_params.unsqueeze(0).expand(B, -1))
         cams = m.camera_layout.split(m.init_camera.unsqueeze(0).expand(B, -1, -1))
-        if trained.spec.camera_mode == "delta":
+        if trained.spec.camera_mode != "absolute":  # delta or calibrated: the calibration
             from smil.geometry.rotations import matrix_to_rot6d
             from smil.models.regressor import fov_from_intrinsics
 
@@ -97,6 +97,7 @@ def mean_pose_prediction(trained: TrainedModel, batch: dict[str, torch.Tensor]) 
                 "fov": fov_from_intrinsics(batch["K"], trained.image_size),
                 "cam_rot": matrix_to_rot6d(batch["R"]),
                 "cam_trans": batch["t"],
+                "principal_point": batch["K"][..., :2, 2],
             }
         parts.update(cams)
     out = {k: v.to(trained.device) for k, v in parts.items()}

@@ -5,7 +5,9 @@ Outputs (a dict of tensors; rotations in 6D):
 - body: ``global_rot (B,6)``, ``joint_rot (B,J-1,6)``, ``betas (B,nb)``, ``trans (B,3)``,
   ``scale (B,)`` (global scale, ``exp(log_scale)``), ``log_beta_scales (B,J,3)``, ``betas_trans (B,J,3)``;
 - camera: ``fov (B,1)``, ``cam_rot (B,6)``, ``cam_trans (B,3)`` for single-view; ``(B,V,…)`` per view
-  for multi-view, one camera head per canonical camera slot of the rig;
+  for multi-view, one camera head per canonical camera slot of the rig (none with ``calibrated``
+  cameras), plus ``principal_point (B,V,2)``: the calibration's (network-image pixels; a crop moves it
+  off the centre), or the image centre for ``absolute`` cameras and padded views;
 - ``iterations``: the body estimate after each IEF iteration (a list of dicts like the above);
 - with ``keypoint_heatmaps``: ``heatmap_keypoints2d (B,V,J,2)``, the joints' soft-argmax positions in
   the network image (V = 1 for single-view; zeros for padded views), which also feed the head
@@ -14,7 +16,8 @@ Outputs (a dict of tensors; rotations in 6D):
   (:mod:`smil.models.components.triangulated_keypoints`).
 
 The camera maps world to camera (OpenCV): ``R = rot6d_to_matrix(cam_rot)``, ``t = cam_trans``, and
-``K`` has ``fy = fx = H / (2·tan(fov/2))`` with the principal point at the image centre.
+``K`` has ``fy = fx = H / (2·tan(fov/2))`` with the principal point at the image centre, or at
+``principal_point`` where the prediction has one (:func:`camera_intrinsics`).
 """
 
 from __future__ import annotations
@@ -55,15 +58,21 @@ class RegressorSpec:
     triangulate_keypoints: bool = False
 
 
-def camera_intrinsics(fov: torch.Tensor, image_size: int) -> torch.Tensor:
-    """K (…,3,3) for a vertical field of view (…,1) on a square image with a centred principal point."""
+#: Multi-view camera modes that read the rig calibration (K, R, t per view of the network images).
+CALIBRATED_MODES = ("delta", "calibrated")
+
+
+def camera_intrinsics(fov: torch.Tensor, image_size: int, principal_point: torch.Tensor | None = None) -> torch.Tensor:
+    """K (…,3,3) for a vertical field of view (…,1) on a square image of ``image_size`` pixels, with the
+    principal point ``(…,2)`` in its pixels (default: the image centre)."""
     f = image_size / (2.0 * torch.tan(fov[..., 0] / 2.0))
-    c = (image_size - 1) / 2.0
     K = torch.zeros(*fov.shape[:-1], 3, 3, dtype=fov.dtype, device=fov.device)
     K[..., 0, 0] = f
     K[..., 1, 1] = f
-    K[..., 0, 2] = c
-    K[..., 1, 2] = c
+    if principal_point is None:
+        K[..., 0, 2] = K[..., 1, 2] = (image_size - 1) / 2.0
+    else:
+        K[..., :2, 2] = principal_point.to(fov.dtype)
     K[..., 2, 2] = 1.0
     return K
 
@@ -140,9 +149,9 @@ class MultiViewRegressor(nn.Module):
         d = self.backbone.dim
         self.triangulation = None
         if spec.triangulate_keypoints:
-            if self.heatmaps is None or spec.camera_mode != "delta":
-                raise ConfigError("triangulate_keypoints needs keypoint_heatmaps and camera_mode 'delta' (the "
-                                  "rig calibration)", field="model.triangulate_keypoints")
+            if self.heatmaps is None or spec.camera_mode not in CALIBRATED_MODES:
+                raise ConfigError("triangulate_keypoints needs keypoint_heatmaps and camera_mode 'delta' or "
+                                  "'calibrated' (the rig calibration)", field="model.triangulate_keypoints")
             self.triangulation = TriangulatedKeypoints(spec.num_joints, d)
         self.view_embed = nn.Parameter(torch.zeros(self.num_views, d))
         nn.init.normal_(self.view_embed, std=0.02)
@@ -176,9 +185,10 @@ class MultiViewRegressor(nn.Module):
             dropout=spec.dropout,
             iterations=spec.ief_iterations,
         )
+        # "calibrated": the cameras are the calibration, so there is nothing to predict
         self.camera_heads = nn.ModuleList(
             nn.Sequential(nn.Linear(d, spec.hidden_dim), nn.GELU(), nn.Linear(spec.hidden_dim, self.camera_layout.size))
-            for _ in range(self.num_views)
+            for _ in range(0 if spec.camera_mode == "calibrated" else self.num_views)
         )
         for h in self.camera_heads:
             nn.init.zeros_(h[-1].weight)
@@ -203,8 +213,8 @@ class MultiViewRegressor(nn.Module):
         view_mask = view_mask.bool()
         if not bool(view_mask.any(dim=1).all()):
             raise ShapeMismatchError("every sample needs at least one valid view")
-        if self.spec.camera_mode == "delta" and calibration is None:
-            raise ConfigError("camera_mode 'delta' needs the rig calibration (K, R, t per view)")
+        if self.spec.camera_mode in CALIBRATED_MODES and calibration is None:
+            raise ConfigError(f"camera_mode '{self.spec.camera_mode}' needs the rig calibration (K, R, t per view)")
         # The backbone sees only real views: padded pixels cannot influence anything.
         tok_valid, pooled_valid, kp_valid = _features(self.backbone, self.heatmaps, images[view_mask])
         N, D = tok_valid.shape[1:]
@@ -254,16 +264,22 @@ class MultiViewRegressor(nn.Module):
     def _cameras(
         self, view_tokens: torch.Tensor, view_mask: torch.Tensor, calibration: dict[str, torch.Tensor] | None
     ) -> dict[str, torch.Tensor]:
-        deltas = torch.stack([head(view_tokens[:, v]) for v, head in enumerate(self.camera_heads)], dim=1)
-        B = deltas.shape[0]
-        if self.spec.camera_mode == "delta":
+        B = view_tokens.shape[0]
+        if self.spec.camera_mode in CALIBRATED_MODES:
             base = {
                 "fov": fov_from_intrinsics(calibration["K"], self.spec.image_size),
                 "cam_rot": matrix_to_rot6d(calibration["R"]),
                 "cam_trans": calibration["t"],
             }
+            # a crop moves the principal point off the image centre; the calibration's is kept, never predicted
+            centre = torch.full_like(calibration["K"][..., :2, 2], (self.spec.image_size - 1) / 2.0)
+            principal = torch.where(view_mask.unsqueeze(-1), calibration["K"][..., :2, 2], centre)
+            if self.spec.camera_mode == "calibrated":
+                return {**{k: v.to(view_tokens.dtype) for k, v in base.items()}, "principal_point": principal}
         else:
             base = self.camera_layout.split(self.init_camera.unsqueeze(0).expand(B, -1, -1))
+            principal = view_tokens.new_full((B, self.num_views, 2), (self.spec.image_size - 1) / 2.0)
+        deltas = torch.stack([head(view_tokens[:, v]) for v, head in enumerate(self.camera_heads)], dim=1)
         d = self.camera_layout.split(deltas)
         R_base = rot6d_to_matrix(base["cam_rot"])
         # Delta rotation: identity 6D plus the head's output, applied on the left of the base rotation.
@@ -276,7 +292,9 @@ class MultiViewRegressor(nn.Module):
         }
         # Padded views get the base camera: nothing about them depends on their pixels.
         m = view_mask.unsqueeze(-1)
-        return {k: torch.where(m, v, base[k].to(v.dtype)) for k, v in cams.items()}
+        out = {k: torch.where(m, v, base[k].to(v.dtype)) for k, v in cams.items()}
+        out["principal_point"] = principal.to(view_tokens.dtype)
+        return out
 
 
 def _heatmaps(spec: RegressorSpec, backbone) -> KeypointHeatmaps | None:
