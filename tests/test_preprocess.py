@@ -284,10 +284,17 @@ def test_video_frames_in_any_order(tmp_path: Path) -> None:
     lines = manifest.read_text().splitlines()
     manifest.write_text("\n".join([lines[0], *reversed(lines[1:])]) + "\n")
     out = tmp_path / "d.h5"
-    preprocess(manifest, out, PreprocessSettings(image_size=96, padding=1.3), progress=False)
+    summary = preprocess(manifest, out, PreprocessSettings(image_size=96, padding=1.3), progress=False)
     with open_dataset(out) as ds:
         assert list(ds.sample_id) == ["s4", "s3", "s2", "s1", "s0"]
     assert check_dots(out, tol=1.0) >= 8
+    # automatic threads read videos in one thread (threads taking turns would each seek); asked for, more
+    assert summary["settings"]["threads"] == 1
+    again = preprocess(manifest, tmp_path / "e.h5", PreprocessSettings(image_size=96, padding=1.3, threads=2),
+                       progress=False)
+    assert again["settings"]["threads"] == 2
+    with h5py.File(out, "r") as a, h5py.File(tmp_path / "e.h5", "r") as b:
+        assert all(bytes(x) == bytes(y) for x, y in zip(a[S.IMAGES][:, 0], b[S.IMAGES][:, 0]))
 
 
 def test_splits_keep_groups_together(tmp_path: Path) -> None:

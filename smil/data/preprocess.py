@@ -98,11 +98,13 @@ class PreprocessSettings:
                               f"{self.threads})", field="threads")
         object.__setattr__(self, "split", parse_fractions(self.split))
 
-    def thread_count(self) -> int:
-        """Threads that process samples: ``threads``, or with 0 one per CPU this process may use (≤ 4)."""
+    def thread_count(self, videos: bool = False) -> int:
+        """Threads that process samples: ``threads``, or with 0 one per CPU this process may use (≤ 4) —
+        but one for worker processes, and one for a manifest of ``videos`` (threads taking turns on a
+        video would each seek in it, which costs far more than decoding its frames in order)."""
         if self.threads:
             return self.threads
-        if self.workers > 1:
+        if self.workers > 1 or videos:
             return 1
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         return max(1, min(MAX_AUTO_THREADS, cpus))
@@ -400,6 +402,19 @@ def _threaded_results(
             proc.close()
 
 
+def _reads_videos(manifest: Path) -> bool:
+    """Whether the manifest's first sample takes its frames from videos (ingest writes one kind)."""
+    for lineno, text in _manifest_lines(manifest):
+        try:
+            obj = parse_manifest_line(text, f"{manifest}:{lineno}")
+        except DataError:
+            return False  # the processing reports the bad line
+        views = obj.get("views") if isinstance(obj, dict) else None
+        return any(isinstance(v, dict) and isinstance(v.get("image"), dict) and v["image"].get("video") is not None
+                   for v in views or [])
+    return False
+
+
 def _manifest_lines(path: Path) -> Iterator[tuple[int, str]]:
     with open(path, encoding="utf-8") as fh:
         next(fh, None)
@@ -437,7 +452,7 @@ def preprocess(
     bar = Progress(total, progress, "preprocess")
     pool = None
     local: SampleProcessor | None = None
-    threads = settings.thread_count()
+    threads = settings.thread_count(videos=_reads_videos(manifest))
     results: Iterator[_Result] = iter(())
     try:
         if settings.workers > 1:
