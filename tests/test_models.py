@@ -320,6 +320,7 @@ def test_triangulated_placement_recovers_root_rotation_and_translation() -> None
     torch.manual_seed(1)
     tri = TriangulatedKeypoints(J, 8)
     rest = torch.randn(J, 3)
+    assert not tri.place(torch.randn(2, J, 3))[-1].any()  # no template yet: nothing is placed
     tri.set_template(rest)  # root joint 0
     rot = axis_angle_to_matrix(torch.tensor([[0.4, -2.5, 0.9], [2.9, 0.1, 0.0]]))
     trans = torch.tensor([[1.0, 2.0, -3.0], [0.0, -0.5, 0.25]])

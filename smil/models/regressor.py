@@ -237,8 +237,7 @@ class MultiViewRegressor(nn.Module):
             _, embedding, placement = self.triangulation(keypoints, view_mask, calibration["K"], calibration["R"],
                                                          calibration["t"])
             fused = fused + embedding
-            if placement is not None:
-                init = self._placed(init.expand(B, -1), *placement)
+            init = self._placed(init.expand(B, -1), *placement)
         token_mask = (~view_mask).unsqueeze(-1).expand(B, V, N).reshape(B, V * N)
         estimates = self.body_head(tokens.reshape(B, V * N, D), fused, init, token_mask)
         iters = [_finish_body(self.body_layout.split(x)) for x in estimates]

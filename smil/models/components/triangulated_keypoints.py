@@ -57,17 +57,18 @@ class TriangulatedKeypoints(nn.Module):
 
     def forward(
         self, keypoints: torch.Tensor, view_mask: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
-        """Points ``(B, J, 3)``, embedding ``(B, feature_dim)`` and, with a template, the placement
-        (:meth:`place`)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Points ``(B, J, 3)``, embedding ``(B, feature_dim)`` and the placement (:meth:`place`; its
+        ``ok`` is False everywhere until a template is set — decided on the device, never read back)."""
         with torch.no_grad():
             points, features = self.measure(keypoints, view_mask, K, R, t)
-            placement = self.place(points) if bool(self.has_template) else None
+            placement = self.place(points)
         return points, self.embed(features.to(self.embed[0].weight.dtype)), placement
 
     def place(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Root rotation ``(B, 3, 3)``, body translation ``(B, 3)`` and log size factor ``(B,)`` that carry
-        the template onto ``points (B, J, 3)``, and ``ok (B,)`` (≥ 3 joints found, not collinear).
+        the template onto ``points (B, J, 3)``, and ``ok (B,)`` (a template is set, ≥ 3 joints found, not
+        collinear).
 
         Least squares over the finite points (similarity alignment: rotation, translation and one
         scale factor, Umeyama's closed form); the rotation turns the body about its root joint and the
@@ -94,7 +95,7 @@ class TriangulatedKeypoints(nn.Module):
         # X ≈ k·(rot·A + root) + trans  with A relative to the root joint
         root = self.template_root.to(points.dtype)
         trans = mx - k[:, None] * ((rot @ ma[..., None])[..., 0] + root)
-        ok = (found.sum(1) >= 3) & (S[:, 1] > 1e-6 * S[:, 0].clamp_min(1e-30))
+        ok = (found.sum(1) >= 3) & (S[:, 1] > 1e-6 * S[:, 0].clamp_min(1e-30)) & self.has_template
         return rot, trans, log_size, ok
 
     @staticmethod
