@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections import Counter, OrderedDict, deque
@@ -61,6 +62,9 @@ SUMMARY_NAME = "preprocess_summary.json"
 MAX_LISTED_SKIPS = 1000
 WRITE_BLOCK = 256  # samples per HDF5 write: h5py's per-call costs are paid per block
 THREAD_CHUNK = 4  # manifest lines per thread task
+# While threads run: a thread back from OpenCV waits at most this long for the GIL (Python's default,
+# 5 ms, leaves the other core idle longer; measured 1.98 → 1.84 ms per view on `smil synth` output)
+THREAD_SWITCH_INTERVAL_S = 0.001
 MAX_AUTO_THREADS = 4  # threads=0 picks one per available CPU, at most this many
 
 
@@ -385,6 +389,8 @@ def _threaded_results(
 
     it = iter(lines)
     pending: deque = deque()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, THREAD_SWITCH_INTERVAL_S))
     try:
         with ThreadPoolExecutor(threads, thread_name_prefix="smil-preprocess") as pool:
             try:
@@ -398,6 +404,7 @@ def _threaded_results(
                 for fut in pending:
                     fut.cancel()
     finally:
+        sys.setswitchinterval(interval)
         for proc in processors:
             proc.close()
 
