@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -314,7 +315,9 @@ def test_parallel_preprocessing_gives_identical_output(tmp_path: Path, parallel:
     manifest = make_manifest(tmp_path / "m", num_samples=29, num_joints=4, masks=True)
     one, two = tmp_path / "one.h5", tmp_path / "two.h5"
     s1 = preprocess(manifest, one, PreprocessSettings(image_size=48, threads=1), progress=False)
+    interval = sys.getswitchinterval()
     s2 = preprocess(manifest, two, PreprocessSettings(image_size=48, **parallel), progress=False)
+    assert sys.getswitchinterval() == interval  # the caller's GIL switch interval is restored
     assert s2["settings"]["threads"] == parallel.get("threads", 1)
     with h5py.File(one, "r") as a, h5py.File(two, "r") as b:
         for name in (S.K, S.KEYPOINTS2D, S.SPLIT, S.SAMPLE_ID):
