@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from smil.geometry.camera import camera_center, projection_matrix
+from smil.geometry.procrustes import similarity_procrustes
 from smil.geometry.triangulation import triangulate_dlt
 
 
@@ -67,35 +68,25 @@ class TriangulatedKeypoints(nn.Module):
 
     def place(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Root rotation ``(B, 3, 3)``, body translation ``(B, 3)`` and log size factor ``(B,)`` that carry
-        the template onto ``points (B, J, 3)``, and ``ok (B,)`` (a template is set, ≥ 3 joints found, not
-        collinear).
+        the template onto ``points (B, J, 3)``, and ``ok (B,)`` (a template is set, ≥ 3 joints found).
 
-        Least squares over the finite points (similarity alignment: rotation, translation and one
-        scale factor, Umeyama's closed form); the rotation turns the body about its root joint and the
-        global scale scales about the origin, as the body model poses it. The size factor is clamped
-        to [1/2, 2] of the mean body's size.
+        Least squares over the finite points (:func:`smil.geometry.procrustes.similarity_procrustes`:
+        rotation, translation and one scale factor); the rotation turns the body about its root joint
+        and the global scale scales about the origin, as the body model poses it. The size factor is
+        clamped to [1/2, 2] of the mean body's size.
         """
+        A = self.template.to(points.dtype).expand_as(points)
+        _, size, rot, _ = similarity_procrustes(A, points)
+        log_size = size.clamp_min(1e-30).log().clamp(-math.log(2.0), math.log(2.0))
         found = torch.isfinite(points).all(-1)
-        w = found.to(points.dtype)
+        w = found.to(points.dtype)[..., None]
         n = w.sum(1).clamp_min(1.0)
-        X = torch.where(found[..., None], points, torch.zeros_like(points))
-        A = self.template.to(points.dtype).expand_as(X)
-        mx = (w[..., None] * X).sum(1) / n[:, None]
-        ma = (w[..., None] * A).sum(1) / n[:, None]
-        Ac = (A - ma[:, None]) * w[..., None]
-        H = Ac.transpose(1, 2) @ (X - mx[:, None])  # (B, 3, 3)
-        U, S, Vh = torch.linalg.svd(H)
-        d = torch.det(Vh.transpose(1, 2) @ U.transpose(1, 2)).sign()
-        d = torch.where(d == 0, torch.ones_like(d), d)
-        signs = torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1)
-        rot = Vh.transpose(1, 2) @ torch.diag_embed(signs) @ U.transpose(1, 2)
-        spread = (Ac * (A - ma[:, None])).sum((1, 2)).clamp_min(1e-30)
-        log_size = ((S * signs).sum(-1) / spread).clamp_min(1e-30).log().clamp(-math.log(2.0), math.log(2.0))
-        k = log_size.exp()
-        # X ≈ k·(rot·A + root) + trans  with A relative to the root joint
+        mean_points = (w * torch.nan_to_num(points)).sum(1) / n
+        mean_template = (w * A).sum(1) / n
+        # points ≈ k·(rot·A + root) + trans, A relative to the root joint (k: the clamped size)
         root = self.template_root.to(points.dtype)
-        trans = mx - k[:, None] * ((rot @ ma[..., None])[..., 0] + root)
-        ok = (found.sum(1) >= 3) & (S[:, 1] > 1e-6 * S[:, 0].clamp_min(1e-30)) & self.has_template
+        trans = mean_points - log_size.exp()[:, None] * ((rot @ mean_template[..., None])[..., 0] + root)
+        ok = (found.sum(1) >= 3) & self.has_template
         return rot, trans, log_size, ok
 
     @staticmethod
