@@ -51,7 +51,7 @@ from smil.errors import ConfigError, DataError, SmilError
 from smil.evaluate.inference import TrainedModel, decode, iterate_dataset, load_trained, run_network
 from smil.evaluate.smoothing import SmoothingSettings, smooth_parameters
 from smil.io_utils import atomic_path, write_json_atomic
-from smil.models.regressor import RegressorSpec
+from smil.models.regressor import CALIBRATED_MODES, RegressorSpec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm", ".wmv")
@@ -420,7 +420,7 @@ class FrameSource(Source):
         """K, R, t of the network input images (calibration, moved through the crop); NaN when the
         model predicts its own cameras (absolute mode never reads them)."""
         B, V = affs.shape[:2]
-        if self.camera_mode == "absolute":
+        if self.camera_mode not in CALIBRATED_MODES:
             nan = float("nan")
             return {"K": torch.full((B, V, 3, 3), nan), "R": torch.full((B, V, 3, 3), nan),
                     "t": torch.full((B, V, 3), nan)}
@@ -596,7 +596,7 @@ def open_source(path: str | Path, spec: RegressorSpec, options: InferOptions) ->
                         path=path)
     if options.calibration is not None:
         _attach_calibration(views, Path(options.calibration), single=kind != "session")
-    if multiview and spec.camera_mode != "absolute" and any(v.calibration is None for v in views):
+    if multiview and spec.camera_mode in CALIBRATED_MODES and any(v.calibration is None for v in views):
         raise ConfigError(f"this multi-view model uses calibrated cameras (camera_mode '{spec.camera_mode}'); pass the "
                           f"rig's calibration with --calibration FILE.toml (cameras {rig})", field="calibration")
     bboxes = load_bboxes(options.bboxes, [v.name for v in views], kind == "session") if crop == "bbox" else None

@@ -89,7 +89,9 @@ def mean_pose_prediction(trained: TrainedModel, batch: dict[str, torch.Tensor]) 
     else:
         parts = m.body_layout.split(m.init_params.unsqueeze(0).expand(B, -1))
         cams = m.camera_layout.split(m.init_camera.unsqueeze(0).expand(B, -1, -1))
-        if trained.spec.camera_mode != "absolute":  # delta or calibrated: the calibration
+        from smil.models.regressor import CALIBRATED_MODES
+
+        if trained.spec.camera_mode in CALIBRATED_MODES:  # the calibration is the baseline camera
             from smil.geometry.rotations import matrix_to_rot6d
             from smil.models.regressor import fov_from_intrinsics
 

@@ -19,6 +19,7 @@ import torch
 
 from smil.data import schema as S
 from smil.geometry.rotations import average_rotations, axis_angle_to_matrix, matrix_to_rot6d
+from smil.models.components.param_layout import IDENTITY_6D
 
 
 def _mean_rotation_6d(aa: np.ndarray) -> torch.Tensor:
@@ -146,19 +147,10 @@ def mean_body_joints(body_model, mean: dict[str, torch.Tensor]) -> torch.Tensor:
     """Joints ``(J, 3)`` of the body at the mean parameters with identity root rotation and zero
     translation (the rest skeleton that :class:`smil.models.components.triangulated_keypoints.
     TriangulatedKeypoints` aligns to triangulated points)."""
-    p = next(body_model.parameters(), None)
-    ref = p if p is not None else next(body_model.buffers())
-    one = {k: v.to(device=ref.device, dtype=ref.dtype)[None] for k, v in mean.items()}
-    identity = torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]], device=ref.device, dtype=ref.dtype)
+    ref = body_model.rest_joints
+    params = {k: v.to(ref)[None] for k, v in mean.items() if k not in ("trans", "log_scale")}
+    params["global_rot"] = torch.tensor([IDENTITY_6D]).to(ref)
+    if "log_scale" in mean:
+        params["scale"] = torch.exp(mean["log_scale"].to(ref))
     with torch.no_grad():
-        out = body_model(
-            betas=one.get("betas"),
-            global_rot=identity,
-            joint_rot=one.get("joint_rot"),
-            scale=torch.exp(one["log_scale"][:, 0]) if "log_scale" in one else None,
-            joint_log_scales=one.get("log_beta_scales"),
-            joint_trans=one.get("betas_trans"),
-            rotation_format="6d",
-        )
-    return out.joints[0]
-
+        return body_model.forward_params(params, rotation_format="6d").joints[0]
