@@ -47,6 +47,7 @@ from smil.data.manifest import (
     ManifestHeader,
     SampleRecord,
     ViewRecord,
+    iter_manifest,
     manifest_folder,
     parse_manifest_line,
     read_manifest_header,
@@ -411,15 +412,11 @@ def _threaded_results(
 
 def _reads_videos(manifest: Path) -> bool:
     """Whether the manifest's first sample takes its frames from videos (ingest writes one kind)."""
-    for lineno, text in _manifest_lines(manifest):
-        try:
-            obj = parse_manifest_line(text, f"{manifest}:{lineno}")
-        except DataError:
-            return False  # the processing reports the bad line
-        views = obj.get("views") if isinstance(obj, dict) else None
-        return any(isinstance(v, dict) and isinstance(v.get("image"), dict) and v["image"].get("video") is not None
-                   for v in views or [])
-    return False
+    try:
+        first = next(iter_manifest(manifest), None)
+    except DataError:
+        return False  # the processing reports the bad line
+    return first is not None and any(view.image.get("video") is not None for view in first.views)
 
 
 def _manifest_lines(path: Path) -> Iterator[tuple[int, str]]:
