@@ -89,9 +89,9 @@ def test_parameters_missing_in_early_samples_read_as_absent(tmp_path: Path) -> N
 def test_layout_follows_the_schema(tmp_path: Path) -> None:
     path = write(tmp_path / "d.h5", n=5)
     with h5py.File(path, "r") as f:
-        for name in S.PER_SAMPLE_ARRAYS:
-            assert f[name].chunks[0] == 1, name
-        assert f[S.IMAGES].chunks == (1, V) and f[S.K].chunks == (1, V, 3, 3)
+        for name in S.PER_SAMPLE_ARRAYS:  # a sample never straddles two chunks
+            assert f[name].chunks == (S.SAMPLE_CHUNK, *f[name].shape[1:]), name
+        assert f[S.IMAGES].chunks == (16, V) and f[S.K].chunks == (16, V, 3, 3)
         assert f[S.IMAGES].dtype == S.JPEG_DTYPE and f[S.SPLIT].dtype == np.uint8
         assert f[S.VIEW_VALID].dtype == bool and f[S.FRAME].dtype == np.int64
         assert f.attrs[S.ATTR_SPLIT_NAMES] == '["train", "val", "test"]'

@@ -46,11 +46,11 @@ class CropPlan:
 def points_bbox(points: np.ndarray) -> tuple[float, float, float, float] | None:
     """``(xmin, ymin, xmax, ymax)`` of the finite rows of ``points`` (N, 2), or None when there are none."""
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    pts = pts[np.isfinite(pts).all(axis=1)]
+    pts = pts[np.isfinite(pts[:, 0] + pts[:, 1])]  # both coordinates finite (NaN and ±inf propagate)
     if len(pts) == 0:
         return None
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+    (x0, y0), (x1, y1) = np.minimum.reduce(pts).tolist(), np.maximum.reduce(pts).tolist()
+    return x0, y0, x1, y1
 
 
 def mask_bbox(mask: np.ndarray) -> tuple[float, float, float, float] | None:

@@ -171,6 +171,10 @@ class SampleProcessor:
         self.slots = {name: i for i, name in enumerate(header.camera_names)}
         self.num_joints = len(header.joint_names)
         self._param_dims = {name: _param_dims(spec, self.num_joints) for name, spec in PARAM_SHAPES.items()}
+        V, J = len(self.slots), self.num_joints
+        # a padded sample's arrays (docs/dataset-format.md, invalid views), copied for every sample
+        self._blank = {"K": np.tile(np.eye(3), (V, 1, 1)), "t": np.zeros((V, 3)),
+                       "keypoints2d": np.full((V, J, 2), np.nan), "visibility": np.zeros((V, J))}
         self.videos = VideoFrames()
         self._maps: OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
@@ -199,21 +203,17 @@ class SampleProcessor:
         for name, value in (record.params or {}).items():
             want = self._param_dims[name]
             got = np.shape(value)
-            if len(got) != len(want) or any(w not in (-1, g) for w, g in zip(want, got)):
+            if got != want and (len(got) != len(want) or any(w not in (-1, g) for w, g in zip(want, got))):
                 raise DataError(f"expected shape {PARAM_SHAPES[name]} with J = {J}, got {got}", path=where,
                                 field=f"params.{name}")
-        if not any(np.isfinite(v.keypoints2d).all(axis=1).any() for v in record.views) and not np.isfinite(
-            kp3
-        ).all(axis=1).any():
+        if not any(_any_finite_point(v.keypoints2d) for v in record.views) and not _any_finite_point(kp3):
             raise BadSample("no keypoints", f"sample '{record.sample_id}': every 2D and 3D keypoint is missing (NaN)",
                             path=where)
         images, masks = [b""] * V, [b""] * V
         valid = np.zeros(V, dtype=bool)
-        K = np.tile(np.eye(3), (V, 1, 1))
-        R = np.tile(np.eye(3), (V, 1, 1))
-        t = np.zeros((V, 3))
-        kp2 = np.full((V, J, 2), np.nan)
-        vis = np.zeros((V, J))
+        blank = self._blank
+        K, R, t = blank["K"].copy(), blank["K"].copy(), blank["t"].copy()
+        kp2, vis = blank["keypoints2d"].copy(), blank["visibility"].copy()
         reduces = []
         for view in record.views:
             slot = self.slots.get(view.camera)
@@ -244,7 +244,7 @@ class SampleProcessor:
 
     def _bbox(self, view: ViewRecord, kp3: np.ndarray, mask: np.ndarray | None) -> tuple[float, ...] | None:
         pts = view.keypoints2d
-        finite = np.isfinite(pts).all(axis=1)
+        finite = np.isfinite(pts.sum(axis=1))
         seen = finite & (view.visibility > 0)
         box = C.points_bbox(pts[seen if seen.any() else finite])
         if mask is not None:
@@ -341,6 +341,12 @@ class SampleProcessor:
                 self._maps.popitem(last=False)
         self._maps[key] = maps
         return maps
+
+
+def _any_finite_point(points: np.ndarray) -> bool:
+    """Whether some row of ``points`` (N, D) is finite in every coordinate (a coordinate sum is finite
+    exactly then: NaN and ±inf propagate)."""
+    return bool(np.isfinite(points.sum(axis=1)).any())
 
 
 def _distortion(view: ViewRecord) -> np.ndarray | None:

@@ -82,11 +82,14 @@ HAS_PREFIX = "has_"
 JPEG_DTYPE = h5py.vlen_dtype(np.uint8)
 STR_DTYPE = h5py.string_dtype("utf-8")
 
-#: Arrays read per sample: chunked one sample per chunk, so reading a sample touches one chunk each.
+#: Arrays read per sample: chunked in blocks of ``SAMPLE_CHUNK`` whole samples, so reading a sample
+#: touches one chunk of each (and a few kilobytes of it), while writing and whole-array loads handle
+#: 16× fewer chunks than with one sample per chunk.
 PER_SAMPLE_ARRAYS = (IMAGES, MASKS, K, R, T, KEYPOINTS2D, VISIBILITY, KEYPOINTS3D)
 #: Small arrays the reader loads whole when it opens a file: chunked in blocks of ``COLUMN_CHUNK`` rows.
 COLUMN_ARRAYS = (HAS_MASK, VIEW_VALID, SAMPLE_ID, GROUP, SESSION, FRAME, SPLIT)
 COLUMN_CHUNK = 1024
+SAMPLE_CHUNK = 16
 
 REQUIRED_ARRAYS = PER_SAMPLE_ARRAYS + COLUMN_ARRAYS
 

@@ -147,7 +147,7 @@ class DatasetWriter:
 
         def per_sample(name: str, shape: tuple[int, ...], dtype: Any, fill: Any = None) -> None:
             f.create_dataset(name, (0, *shape), maxshape=(None, *shape), dtype=dtype,
-                             chunks=(1, *shape), fillvalue=fill)
+                             chunks=(S.SAMPLE_CHUNK, *shape), fillvalue=fill)
 
         def column(name: str, shape: tuple[int, ...], dtype: Any) -> None:
             f.create_dataset(name, (0, *shape), maxshape=(None, *shape), dtype=dtype,
@@ -244,7 +244,7 @@ class DatasetWriter:
         if path not in self._datasets:  # first appearance: earlier rows read as NaN / False (fill values)
             f = self._h5
             self._datasets[path] = f.create_dataset(path, (n0, *shape), maxshape=(None, *shape), dtype=np.float32,
-                                                    chunks=(1, *shape) if shape else (S.COLUMN_CHUNK,),
+                                                    chunks=(S.SAMPLE_CHUNK, *shape) if shape else (S.COLUMN_CHUNK,),
                                                     fillvalue=np.nan)
             self._datasets[has_path] = f.create_dataset(has_path, (n0,), maxshape=(None,), dtype=bool,
                                                         chunks=(S.COLUMN_CHUNK,), fillvalue=False)
