@@ -46,10 +46,14 @@ class CropPlan:
 def points_bbox(points: np.ndarray) -> tuple[float, float, float, float] | None:
     """``(xmin, ymin, xmax, ymax)`` of the finite rows of ``points`` (N, 2), or None when there are none."""
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    pts = pts[np.isfinite(pts[:, 0] + pts[:, 1])]  # both coordinates finite (NaN and ±inf propagate)
-    if len(pts) == 0:
+    return finite_points_bbox(pts[np.isfinite(pts[:, 0] + pts[:, 1])])  # NaN and ±inf propagate in a sum
+
+
+def finite_points_bbox(points: np.ndarray) -> tuple[float, float, float, float] | None:
+    """:func:`points_bbox` of ``points`` (N, 2) float64 known to be finite (None when N = 0)."""
+    if len(points) == 0:
         return None
-    (x0, y0), (x1, y1) = np.minimum.reduce(pts).tolist(), np.maximum.reduce(pts).tolist()
+    (x0, y0), (x1, y1) = np.minimum.reduce(points).tolist(), np.maximum.reduce(points).tolist()
     return x0, y0, x1, y1
 
 
@@ -164,7 +168,9 @@ def plan_crop(
             if size <= h:
                 y0 = min(max(y0, 0), h - size)
         box = CropBox(x0, y0, size)
-    affine = crop_affine(box, out_size) @ reduce_affine(reduce)
+    affine = crop_affine(box, out_size)
+    if reduce > 1:
+        affine = affine @ reduce_affine(reduce)
     return CropPlan(reduce=reduce, box=box, out_size=out_size, affine=affine)
 
 

@@ -154,17 +154,19 @@ def _bilevel_png_bits(data: bytes | np.ndarray, path: str | Path) -> np.ndarray 
     return np.unpackbits(rows[:, 1:], axis=1, count=w)
 
 
-def encode_png_mask(mask: np.ndarray) -> bytes:
+def encode_png_mask(mask: np.ndarray, *, binary: bool | None = None) -> bytes:
     """Encode a single-channel ``uint8`` mask as PNG bytes (lossless).
 
     A binary mask (every value 0 or 255) is written as a 1-bit PNG with unfiltered rows (about half
     the bytes of OpenCV's default 1-bit PNG); it decodes to the same 0/255 array in any PNG reader,
     about 4× faster with :func:`decode_png_mask` (training loaders decode one per item). Any other
-    mask stays 8-bit."""
+    mask stays 8-bit. ``binary=True``: the caller knows every value is 0 or 255 (a thresholded mask),
+    so the check is skipped."""
     m = np.ascontiguousarray(mask, dtype=np.uint8)
     if m.ndim != 2:
         raise ShapeMismatchError(f"mask: expected (H, W), got {m.shape}")
-    binary = m.size and cv2.countNonZero(m) == cv2.countNonZero(cv2.compare(m, 255, cv2.CMP_EQ))
+    if binary is None:
+        binary = m.size and cv2.countNonZero(m) == cv2.countNonZero(cv2.compare(m, 255, cv2.CMP_EQ))
     ok, buf = cv2.imencode(".png", m, _BILEVEL_PNG_PARAMS if binary else [])
     if not ok:
         raise DataError("PNG encoding failed", field="mask")

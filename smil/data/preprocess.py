@@ -243,10 +243,10 @@ class SampleProcessor:
         return stored, reduces
 
     def _bbox(self, view: ViewRecord, kp3: np.ndarray, mask: np.ndarray | None) -> tuple[float, ...] | None:
-        pts = view.keypoints2d
+        pts = np.asarray(view.keypoints2d, dtype=np.float64)
         finite = np.isfinite(pts.sum(axis=1))
         seen = finite & (view.visibility > 0)
-        box = C.points_bbox(pts[seen if seen.any() else finite])
+        box = C.finite_points_bbox(pts[seen if seen.any() else finite])
         if mask is not None:
             box = C.union_bbox(box, C.mask_bbox(mask))
         if box is None:
@@ -327,7 +327,7 @@ class SampleProcessor:
         if mask is not None:
             box = plan.box
             full = C.CropBox(box.x0 * r, box.y0 * r, box.size * r)
-            mask_bytes = encode_png_mask(C.crop_and_resize(mask, full, st.image_size, is_mask=True))
+            mask_bytes = encode_png_mask(C.crop_and_resize(mask, full, st.image_size, is_mask=True), binary=True)
         return img_bytes, mask_bytes, plan.affine, r
 
     def _undistort_maps(self, K: np.ndarray, dist: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
