@@ -231,6 +231,12 @@ def test_masks_are_lossless_and_binary_masks_are_one_bit() -> None:
     # PNG IHDR: bit depth is byte 24 of the file
     assert encode_png_mask(binary)[24] == 1
     assert encode_png_mask(graded)[24] == 8
+    # a caller that knows the mask is binary (preprocessing thresholds it) gets the same file
+    assert encode_png_mask(binary, binary=True) == encode_png_mask(binary)
+    # its rows are unfiltered: the loaders' one-inflate decoder reads it, no OpenCV fallback
+    from smil.data.images import _bilevel_png_bits
+
+    assert np.array_equal(_bilevel_png_bits(encode_png_mask(binary), "m.png"), binary // 255)
 
 
 def test_one_bit_masks_are_standard_pngs_and_damage_is_reported() -> None:
