@@ -127,7 +127,7 @@ def test_term_is_zero_at_ground_truth_positive_otherwise_and_decreases(body: SMI
         bad[name] = bad[name] + 0.05 * torch.randn(bad[name].shape, generator=g, dtype=torch.float64)
     leaves = {k: v.requires_grad_(True) for k, v in bad.items()}
     start, _ = loss(leaves, batch)
-    start = float(start)
+    start = float(start.detach())
     assert start > 1e-8
     opt = torch.optim.Adam(list(leaves.values()), lr=3e-3)
     for _ in range(4):
@@ -136,7 +136,7 @@ def test_term_is_zero_at_ground_truth_positive_otherwise_and_decreases(body: SMI
         value.backward()
         opt.step()
     end, _ = loss(leaves, batch)
-    assert float(end) < start
+    assert float(end.detach()) < start
 
 
 def test_triangulation_gradients_reach_the_cameras(body: SMILModel) -> None:
