@@ -73,6 +73,9 @@ def test_batches_built_at_once_equal_items_built_one_by_one(tmp_path: Path, augm
         # cached per-sample arrays (vectorised geometry) against reading every item from the file
         cached = cls(path, None, 32, augment=augment, seed=1, **kw)
         from_file = cls(path, None, 32, augment=augment, seed=1, cache_bytes=0, **kw)
+        # the cached dataset holds its 1-bit masks inflated: the items below take their masks from there
+        held = cached._cache["mask_rows"]
+        assert held is not None and held.ok.sum() == (cached.reader.has_mask & cached.reader.view_valid).sum() > 0
         indices = [5, 0, 3, 3, 1]
         items = cached.__getitems__(indices)
         batch = collate_items(items)

@@ -155,3 +155,23 @@ def test_splits_are_respected_and_loader_workers_decode(tmp_path: Path) -> None:
     assert b["has_betas"].dtype == torch.bool and b["keypoints3d"].shape == (3, 5, 3)
     assert np.isfinite(b["keypoints2d"].numpy()).all()
 
+
+
+def test_a_damaged_mask_in_a_cached_file_is_reported_when_its_item_is_read(tmp_path: Path) -> None:
+    import h5py
+
+    from smil.errors import DataError
+
+    path = make_dataset(tmp_path / "d.h5", num_samples=4, size=32)
+    with h5py.File(path, "r+") as f:
+        assert f["has_mask"][2, 0]
+        data = bytes(f["masks"][2, 0])
+        idat = data.index(b"IDAT")
+        damaged = bytearray(data)
+        damaged[idat + 10] ^= 0xFF  # the IDAT checksum no longer matches
+        f["masks"][2, 0] = np.frombuffer(bytes(damaged), np.uint8)
+    ds = SingleViewDataset(path, None, 32)  # the in-memory copy keeps the damaged mask as bytes
+    assert ds[1]["mask"].any()
+    with pytest.raises(DataError, match="checksum") as err:
+        ds[2]
+    assert str(path) in str(err.value)

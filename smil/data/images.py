@@ -119,10 +119,12 @@ _BILEVEL_PNG_PARAMS = [cv2.IMWRITE_PNG_BILEVEL, 1, cv2.IMWRITE_PNG_COMPRESSION, 
                        cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 
 
-def _bilevel_png_bits(data: bytes | np.ndarray, path: str | Path) -> np.ndarray | None:
-    """``(H, W)`` ``uint8`` 0/1 of a 1-bit greyscale, non-interlaced PNG whose rows are all unfiltered
-    (what :func:`encode_png_mask` writes for a binary mask); None for any other image, which OpenCV then decodes. A
-    damaged file of this kind (bad chunk CRC, bad deflate stream, wrong length) is a :class:`DataError`."""
+def packed_mask_rows(data: bytes | np.ndarray, path: str | Path = "<dataset>") -> tuple[np.ndarray, int] | None:
+    """The rows of a 1-bit greyscale, non-interlaced PNG whose rows are all unfiltered (what
+    :func:`encode_png_mask` writes for a binary mask), still packed 8 pixels per byte as in
+    ``np.packbits(mask, axis=1)``: ``(rows (H, ceil(W / 8)) uint8, W)``. None for any other image,
+    which OpenCV then decodes. A damaged file of this kind (bad chunk CRC, bad deflate stream, wrong
+    length) is a :class:`DataError`."""
     buf = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
     if len(buf) < 33 or not buf.startswith(_PNG_SIGNATURE) or buf[12:16] != b"IHDR" or buf[24:29] != _BILEVEL_IHDR_TAIL:
         return None
@@ -151,7 +153,13 @@ def _bilevel_png_bits(data: bytes | np.ndarray, path: str | Path) -> np.ndarray 
     rows = np.frombuffer(raw, dtype=np.uint8).reshape(h, stride)
     if rows[:, 0].any():
         return None  # filtered rows (another writer): OpenCV undoes the filters
-    return np.unpackbits(rows[:, 1:], axis=1, count=w)
+    return rows[:, 1:], w
+
+
+def _bilevel_png_bits(data: bytes | np.ndarray, path: str | Path) -> np.ndarray | None:
+    """``(H, W)`` ``uint8`` 0/1 of a PNG :func:`packed_mask_rows` reads; None for any other image."""
+    packed = packed_mask_rows(data, path)
+    return None if packed is None else np.unpackbits(packed[0], axis=1, count=packed[1])
 
 
 def encode_png_mask(mask: np.ndarray, *, binary: bool | None = None) -> bytes:
