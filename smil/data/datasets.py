@@ -23,10 +23,10 @@ of the dataset's samples are read into memory once, when the dataset is made, if
 ``cache_bytes`` (shared copy-on-write by forked workers); an item then reads only its JPEG (and PNG
 mask) bytes from the file. When the whole file fits too, its bytes are held in memory, and its 1-bit
 masks are inflated once (:class:`_MaskRows`; 6.3 KB per 224² mask) so that an item without
-augmentation only unpacks its mask's bits. Without augmentation, a stored image of the network's size is used as
-decoded (no resampling). Colour augmentation is one ``cv2.transform`` on the uint8 image; the decoded
-(BGR) image goes into the item's ``uint8`` array in one copy that also swaps the channels, and the
-normalisation to float32 is left to the device (a quarter of the bytes to collate and pass between
+augmentation only unpacks its mask's bits. Without augmentation, a stored image of the network's size
+is used as decoded (no resampling). Colour augmentation is one ``cv2.transform`` on the uint8 image;
+the decoded (BGR) image goes into the item's ``uint8`` array in one copy that also swaps the channels,
+and the normalisation to float32 is left to the device (a quarter of the bytes to collate and pass between
 processes). Views that are not used (invalid, or dropped by ``random_view_subsets``) and absent masks
 are not decoded: their images (black) and masks are zeros; the multi-view regressor never looks at them.
 ``masks=False`` skips the masks altogether (no ``mask`` key, ``has_mask`` all False) for training
@@ -117,8 +117,8 @@ class _MaskRows:
     its packed rows ``(H, ceil(W / 8))``, so an item without augmentation only unpacks its bits
     (about 12 µs at 224², against 67 µs to parse and inflate the PNG). Other masks stay bytes."""
 
-    def __init__(self, rows: np.ndarray, ok: np.ndarray, width: int):
-        self.rows, self.ok, self.width = rows, ok, width  # rows (n, V, H, ceil(W/8)); ok (n, V)
+    def __init__(self, rows: np.ndarray, ok: np.ndarray):
+        self.rows, self.ok = rows, ok  # rows (n, V, H, ceil(W/8)); ok (n, V)
 
     @classmethod
     def decode(cls, masks: _PackedBytes, image_size: tuple[int, int], budget: int) -> "_MaskRows | None":
@@ -140,7 +140,7 @@ class _MaskRows:
                     continue  # a damaged mask stays bytes: reading its item reports it
                 if packed is not None and packed[0].shape == rows.shape[2:] and packed[1] == W:
                     rows[i, v], ok[i, v] = packed[0], True
-        return cls(rows, ok, W)
+        return cls(rows, ok)
 
     def get(self, row: int, view: int) -> np.ndarray | None:
         """The packed rows of a mask, or None when it is not held here."""

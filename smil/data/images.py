@@ -113,7 +113,7 @@ _BILEVEL_IHDR_TAIL = bytes([1, 0, 0, 0, 0])  # bit depth 1, greyscale, deflate, 
 
 
 # OpenCV's 1-bit PNG with run-length deflate at level 1: libpng leaves 1-bit rows unfiltered, so
-# :func:`_bilevel_png_bits` reads it with one inflate; about a third of the time of the default level 6
+# :func:`packed_mask_rows` reads it with one inflate; about a third of the time of the default level 6
 # for 15 % more bytes, and all of it in C with Python's GIL released (preprocessing threads overlap it)
 _BILEVEL_PNG_PARAMS = [cv2.IMWRITE_PNG_BILEVEL, 1, cv2.IMWRITE_PNG_COMPRESSION, 1,
                        cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]

@@ -206,7 +206,7 @@ class SampleProcessor:
             if got != want and (len(got) != len(want) or any(w not in (-1, g) for w, g in zip(want, got))):
                 raise DataError(f"expected shape {PARAM_SHAPES[name]} with J = {J}, got {got}", path=where,
                                 field=f"params.{name}")
-        if not any(_any_finite_point(v.keypoints2d) for v in record.views) and not _any_finite_point(kp3):
+        if not any(C.finite_rows(v.keypoints2d).any() for v in record.views) and not C.finite_rows(kp3).any():
             raise BadSample("no keypoints", f"sample '{record.sample_id}': every 2D and 3D keypoint is missing (NaN)",
                             path=where)
         images, masks = [b""] * V, [b""] * V
@@ -244,7 +244,7 @@ class SampleProcessor:
 
     def _bbox(self, view: ViewRecord, kp3: np.ndarray, mask: np.ndarray | None) -> tuple[float, ...] | None:
         pts = np.asarray(view.keypoints2d, dtype=np.float64)
-        finite = np.isfinite(pts.sum(axis=1))
+        finite = C.finite_rows(pts)
         seen = finite & (view.visibility > 0)
         box = C.finite_points_bbox(pts[seen if seen.any() else finite])
         if mask is not None:
@@ -341,12 +341,6 @@ class SampleProcessor:
                 self._maps.popitem(last=False)
         self._maps[key] = maps
         return maps
-
-
-def _any_finite_point(points: np.ndarray) -> bool:
-    """Whether some row of ``points`` (N, D) is finite in every coordinate (a coordinate sum is finite
-    exactly then: NaN and ±inf propagate)."""
-    return bool(np.isfinite(points.sum(axis=1)).any())
 
 
 def _distortion(view: ViewRecord) -> np.ndarray | None:
