@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 
 from smil.data import schema as S
-from smil.data.images import decode_image
-from smil.data.manifest import ManifestHeader, SampleRecord, ViewRecord, iter_manifest, write_manifest
-from smil.data.preprocess import SUMMARY_NAME, WRITE_BLOCK, PreprocessSettings, preprocess
+from smil.data.images import decode_image, encode_png_mask
+from smil.data.manifest import (
+    ManifestHeader, SampleRecord, ViewRecord, iter_manifest, read_manifest_header, write_manifest,
+)
+from smil.data.preprocess import SUMMARY_NAME, WRITE_BLOCK, PreprocessSettings, SampleProcessor, preprocess
 from smil.data.store import open_dataset
 from smil.errors import ConfigError, DataError
 
@@ -263,6 +265,39 @@ def test_masks_follow_the_crop(tmp_path: Path) -> None:
         # the mask is the red disc (dots drawn on top are white, so compare the red channel)
         assert (img[..., 0][inside] > 200).mean() > 0.98
         assert (img[..., 0][outside] < 60).mean() > 0.98
+
+
+@pytest.mark.parametrize("border", ["pad", "shift"])
+def test_one_bit_masks_give_the_same_crops_as_id_images(tmp_path: Path, border: str) -> None:
+    """``smil synth``'s 1-bit PNG masks stay packed in preprocessing (only the crop's rows are
+    unpacked); the stored masks equal those cut from the same masks given as 8-bit id images, also
+    where the crop runs over the image border."""
+    manifest = make_manifest(tmp_path / "m", num_samples=6, masks=True, spread=0.6)
+    packed = tmp_path / "m" / "packed.jsonl"
+    with open(manifest, encoding="utf-8") as fh:
+        lines = fh.read().splitlines()
+    for i in range(1, len(lines)):
+        obj = json.loads(lines[i])
+        ref = obj["views"][0]["mask"]
+        ids = cv2.imread(str(tmp_path / "m" / ref["path"]), cv2.IMREAD_UNCHANGED)
+        ref["path"] = ref["path"].replace("_ID.png", "_bits.png")
+        ref["value"] = 255
+        (tmp_path / "m" / ref["path"]).write_bytes(encode_png_mask(np.where(ids == 3, 255, 0).astype(np.uint8)))
+        lines[i] = json.dumps(obj)
+    packed.write_text("\n".join(lines) + "\n")
+    settings = PreprocessSettings(image_size=40, padding=2.5, border=border)
+    preprocess(manifest, tmp_path / "ids.h5", settings, progress=False)
+    preprocess(packed, tmp_path / "bits.h5", settings, progress=False)
+    with h5py.File(tmp_path / "ids.h5", "r") as a, h5py.File(tmp_path / "bits.h5", "r") as b:
+        assert np.array_equal(a[S.K][()], b[S.K][()])  # the same crops
+        for x, y in zip(a[S.MASKS][:, 0], b[S.MASKS][:, 0]):
+            mx, my = (cv2.imdecode(np.asarray(m), cv2.IMREAD_UNCHANGED) for m in (x, y))
+            assert mx.any() and np.array_equal(mx, my)
+    # the case where the unpacked rows are clipped: some crops run over the top or bottom edge
+    proc = SampleProcessor(packed, read_manifest_header(packed), settings)
+    boxes = [proc.crop_plan(r.views[0], r.keypoints3d, proc.view_mask(r.views[0]), jpeg=True).box
+             for r in iter_manifest(packed)]
+    assert any(b.y0 < 0 or b.y0 + b.size > 240 for b in boxes) or border == "shift"
 
 
 def test_multiview_pads_missing_views(tmp_path: Path) -> None:

@@ -263,3 +263,22 @@ def test_one_bit_masks_are_standard_pngs_and_damage_is_reported() -> None:
     for damaged in (bytes(flipped), data[: idat + 20]):
         with pytest.raises(DataError, match="m.png"):
             decode_png_mask(damaged, path="m.png")
+
+
+@pytest.mark.parametrize("expected", [3, 70, 500])
+def test_expected_samples_is_only_a_hint(tmp_path: Path, expected: int) -> None:
+    """Arrays sized up front for more samples than come are trimmed; fewer are grown: same file either way."""
+    plain = write(tmp_path / "plain.h5")
+    hinted = write(tmp_path / "hinted.h5", expected_samples=expected)
+    with h5py.File(plain, "r") as a, h5py.File(hinted, "r") as b:
+        names: list[str] = []
+        a.visit(names.append)
+        for name in names:
+            x, y = a[name], b[name]
+            if isinstance(x, h5py.Dataset):
+                assert (x.shape, x.chunks, x.maxshape) == (y.shape, y.chunks, y.maxshape), name
+                vx, vy = x[()], y[()]
+                if vx.dtype == object:
+                    assert all(np.array_equal(p, q) for p, q in zip(vx.ravel(), vy.ravel())), name
+                else:
+                    assert np.array_equal(vx, vy, equal_nan=vx.dtype.kind == "f"), name

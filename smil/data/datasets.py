@@ -63,7 +63,8 @@ from smil.data.augment import (
     warp,
 )
 from smil.data.batching import ItemBatch, ItemDict, allocate_batch
-from smil.data.images import decode_image, decode_mask_bits, decode_png_mask, packed_mask_rows, to_channels_first
+from smil.data.bitmask import packed_mask_rows
+from smil.data.images import decode_image, decode_mask_bits, decode_png_mask, to_channels_first
 from smil.data.store import DatasetReader, open_dataset
 from smil.errors import DataError
 

@@ -22,8 +22,6 @@ Conventions:
 
 from __future__ import annotations
 
-import struct
-import zlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from smil.data.bitmask import PackedMask, encode_bilevel_png, packed_mask_rows
 from smil.errors import DataError, ShapeMismatchError
 
 if TYPE_CHECKING:
@@ -108,54 +107,6 @@ def decode_jpeg(data: bytes | np.ndarray, path: str | Path = "<dataset>") -> np.
     return decode_image(data, path=path)
 
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_BILEVEL_IHDR_TAIL = bytes([1, 0, 0, 0, 0])  # bit depth 1, greyscale, deflate, adaptive filters, no interlace
-
-
-# OpenCV's 1-bit PNG with run-length deflate at level 1: libpng leaves 1-bit rows unfiltered, so
-# :func:`packed_mask_rows` reads it with one inflate; about a third of the time of the default level 6
-# for 15 % more bytes, and all of it in C with Python's GIL released (preprocessing threads overlap it)
-_BILEVEL_PNG_PARAMS = [cv2.IMWRITE_PNG_BILEVEL, 1, cv2.IMWRITE_PNG_COMPRESSION, 1,
-                       cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
-
-
-def packed_mask_rows(data: bytes | np.ndarray, path: str | Path = "<dataset>") -> tuple[np.ndarray, int] | None:
-    """The rows of a 1-bit greyscale, non-interlaced PNG whose rows are all unfiltered (what
-    :func:`encode_png_mask` writes for a binary mask), still packed 8 pixels per byte as in
-    ``np.packbits(mask, axis=1)``: ``(rows (H, ceil(W / 8)) uint8, W)``. None for any other image,
-    which OpenCV then decodes. A damaged file of this kind (bad chunk CRC, bad deflate stream, wrong
-    length) is a :class:`DataError`."""
-    buf = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
-    if len(buf) < 33 or not buf.startswith(_PNG_SIGNATURE) or buf[12:16] != b"IHDR" or buf[24:29] != _BILEVEL_IHDR_TAIL:
-        return None
-    w, h = struct.unpack_from(">II", buf, 16)
-    idat: list[bytes] = []
-    pos, ended = 8, False
-    while pos + 12 <= len(buf) and not ended:
-        (length,), tag = struct.unpack_from(">I", buf, pos), buf[pos + 4 : pos + 8]
-        body_end = pos + 8 + length
-        if body_end + 4 > len(buf):
-            break
-        if tag == b"IDAT":
-            body = buf[pos + 8 : body_end]
-            if zlib.crc32(tag + body) != struct.unpack_from(">I", buf, body_end)[0]:
-                raise DataError("cannot decode mask PNG (IDAT checksum mismatch)", path=path)
-            idat.append(body)
-        ended = tag == b"IEND"
-        pos = body_end + 4
-    stride = 1 + (w + 7) // 8
-    try:
-        raw = zlib.decompress(b"".join(idat)) if ended and idat else b""
-    except zlib.error:
-        raw = b""
-    if w == 0 or h == 0 or len(raw) != h * stride:
-        raise DataError("cannot decode mask PNG (truncated or corrupt)", path=path)
-    rows = np.frombuffer(raw, dtype=np.uint8).reshape(h, stride)
-    if rows[:, 0].any():
-        return None  # filtered rows (another writer): OpenCV undoes the filters
-    return rows[:, 1:], w
-
-
 def _bilevel_png_bits(data: bytes | np.ndarray, path: str | Path) -> np.ndarray | None:
     """``(H, W)`` ``uint8`` 0/1 of a PNG :func:`packed_mask_rows` reads; None for any other image."""
     packed = packed_mask_rows(data, path)
@@ -175,7 +126,9 @@ def encode_png_mask(mask: np.ndarray, *, binary: bool | None = None) -> bytes:
         raise ShapeMismatchError(f"mask: expected (H, W), got {m.shape}")
     if binary is None:
         binary = m.size and cv2.countNonZero(m) == cv2.countNonZero(cv2.compare(m, 255, cv2.CMP_EQ))
-    ok, buf = cv2.imencode(".png", m, _BILEVEL_PNG_PARAMS if binary else [])
+    if binary:
+        return encode_bilevel_png(m)
+    ok, buf = cv2.imencode(".png", m)
     if not ok:
         raise DataError("PNG encoding failed", field="mask")
     return buf.tobytes()
@@ -207,12 +160,33 @@ def decode_mask_bits(data: bytes | np.ndarray, out: np.ndarray, path: str | Path
 
 def load_mask(ref: dict[str, Any]) -> np.ndarray:
     """Load a mask reference ``{"path", "value"}`` as ``uint8`` ``(H, W)``, 255 = animal."""
+    path = _mask_path(ref)
+    return _decode_mask(read_bytes(path), ref.get("value"), path)
+
+
+def load_mask_packed(ref: dict[str, Any]) -> PackedMask | np.ndarray:
+    """:func:`load_mask`, but a 1-bit PNG with unfiltered rows (what ``smil synth`` and
+    :func:`encode_png_mask` write) selected by ``value`` 255 or None comes back as its
+    :class:`PackedMask`, without unpacking."""
+    path = _mask_path(ref)
+    data = read_bytes(path)
+    value = ref.get("value")
+    if value is None or int(value) == 255:
+        packed = packed_mask_rows(data, path)
+        if packed is not None:
+            return PackedMask(*packed)
+    return _decode_mask(data, value, path)
+
+
+def _mask_path(ref: dict[str, Any]) -> str:
     path = ref.get("path")
     if path is None:
         raise DataError("a mask reference needs a 'path'", field="mask")
-    data = np.frombuffer(read_bytes(path), dtype=np.uint8)
-    # OpenCV, not _bilevel_png_bits, even for 1-bit masks: a little slower alone, but it releases the
-    # GIL, so preprocessing's threads decode masks side by side (a 1-bit image decodes to 0/255)
+    return path
+
+
+def _decode_mask(raw: bytes, value: Any, path: str) -> np.ndarray:
+    data = np.frombuffer(raw, dtype=np.uint8)
     ids = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if ids is None:
         raise DataError("cannot decode mask image (corrupt or not an image)", path=path)
@@ -222,7 +196,6 @@ def load_mask(ref: dict[str, Any]) -> np.ndarray:
             + (ids[..., 1].astype(np.int64) << 8)
             + (ids[..., 0].astype(np.int64) << 16)
         )
-    value = ref.get("value")
     if ids.dtype == np.uint8 and (value is None or 0 <= int(value) <= 255):  # one OpenCV pass, 255/0 out
         return cv2.compare(ids, 0 if value is None else int(value), cv2.CMP_NE if value is None else cv2.CMP_EQ)
     sel = ids != 0 if value is None else ids == int(value)

@@ -41,7 +41,10 @@ import cv2
 import numpy as np
 
 from smil.data import crop as C
-from smil.data.images import VideoFrames, decode_image, encode_jpeg, encode_png_mask, is_jpeg, load_mask, read_bytes
+from smil.data.bitmask import PackedMask
+from smil.data.images import (
+    VideoFrames, decode_image, encode_jpeg, encode_png_mask, is_jpeg, load_mask, load_mask_packed, read_bytes,
+)
 from smil.data.manifest import (
     PARAM_SHAPES,
     ManifestHeader,
@@ -67,6 +70,7 @@ THREAD_CHUNK = 4  # manifest lines per thread task
 # 5 ms, leaves the other core idle longer; measured 1.98 → 1.84 ms per view on `smil synth` output)
 THREAD_SWITCH_INTERVAL_S = 0.001
 MAX_AUTO_THREADS = 4  # threads=0 picks one per available CPU, at most this many
+Mask = np.ndarray | PackedMask  # a view's mask in source pixels (uint8 255 = animal, or packed bits)
 
 
 @dataclass(frozen=True)
@@ -242,13 +246,13 @@ class SampleProcessor:
         )
         return stored, reduces
 
-    def _bbox(self, view: ViewRecord, kp3: np.ndarray, mask: np.ndarray | None) -> tuple[float, ...] | None:
+    def _bbox(self, view: ViewRecord, kp3: np.ndarray, mask: Mask | None) -> tuple[float, ...] | None:
         pts = np.asarray(view.keypoints2d, dtype=np.float64)
         finite = C.finite_rows(pts)
         seen = finite & (view.visibility > 0)
         box = C.finite_points_bbox(pts[seen if seen.any() else finite])
         if mask is not None:
-            box = C.union_bbox(box, C.mask_bbox(mask))
+            box = C.union_bbox(box, mask.bbox() if isinstance(mask, PackedMask) else C.mask_bbox(mask))
         if box is None:
             cam = kp3 @ view.R.T + view.t
             front = np.isfinite(cam).all(axis=1) & (cam[:, 2] > 0)
@@ -257,8 +261,9 @@ class SampleProcessor:
                 box = C.points_bbox(uv[:, :2] / uv[:, 2:3])
         return box
 
-    def view_mask(self, view: ViewRecord, ctx: str = "") -> np.ndarray | None:
-        """The view's mask (255 = animal) in undistorted source pixels, or None when it has none.
+    def view_mask(self, view: ViewRecord, ctx: str = "") -> Mask | None:
+        """The view's mask (255 = animal) in undistorted source pixels, or None when it has none. A
+        1-bit PNG mask of a view without distortion stays packed (:func:`load_mask_packed`).
 
         An unreadable mask, or one whose size is not the manifest's image size, is a :class:`BadSample`.
         """
@@ -266,20 +271,20 @@ class SampleProcessor:
             return None
         W, H = view.image_size
         mref = resolve_in(self.base, view.mask)
+        dist = _distortion(view)
         try:
-            mask = load_mask(mref)
+            mask = load_mask(mref) if dist is not None else load_mask_packed(mref)
         except DataError as exc:
             raise BadSample("bad mask", f"{exc} {ctx}") from None
         if mask.shape != (H, W):
             raise BadSample("mask size mismatch", f"{mref['path']}: mask is {mask.shape[1]}×{mask.shape[0]} "
                             f"but the manifest says the image is {W}×{H} {ctx}")
-        dist = _distortion(view)
         if dist is not None:
             m1, m2 = self._undistort_maps(view.K, dist, (W, H))
             mask = cv2.remap(mask, m1, m2, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
         return mask
 
-    def crop_plan(self, view: ViewRecord, kp3: np.ndarray, mask: np.ndarray | None, *, jpeg: bool) -> C.CropPlan:
+    def crop_plan(self, view: ViewRecord, kp3: np.ndarray, mask: Mask | None, *, jpeg: bool) -> C.CropPlan:
         """The crop of one view (step 3 of the module docstring); ``jpeg``: the source can be decoded reduced."""
         st = self.settings
         return C.plan_crop(self._bbox(view, kp3, mask), view.image_size, st.image_size, padding=st.padding,
@@ -327,6 +332,10 @@ class SampleProcessor:
         if mask is not None:
             box = plan.box
             full = C.CropBox(box.x0 * r, box.y0 * r, box.size * r)
+            if isinstance(mask, PackedMask):  # unpack only the rows the crop covers
+                top = max(full.y0, 0)
+                mask = mask.unpack(top, full.y0 + full.size)
+                full = C.CropBox(full.x0, full.y0 - top, full.size)
             mask_bytes = encode_png_mask(C.crop_and_resize(mask, full, st.image_size, is_mask=True), binary=True)
         return img_bytes, mask_bytes, plan.affine, r
 
@@ -478,6 +487,7 @@ def preprocess(
             body_model_sha256=header.body_model_sha256 or "",
             preprocess_settings=recorded,
             block_size=WRITE_BLOCK,
+            expected_samples=total,
         ) as writer:
             seen_ids: set[str] = set()
             for res in results:
