@@ -519,6 +519,34 @@ def test_manifest_numbers_keep_float32_precision(tmp_path: Path) -> None:
     assert len(digits) > 30 and max(digits) <= 9  # no 17-digit floats
 
 
+def test_per_joint_body_parameters_are_packed_exactly(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    J = 9
+    params = {"joint_rot": rng.normal(size=(J - 1, 3)) / 7, "log_beta_scales": rng.normal(size=(J, 3)),
+              "betas": rng.normal(size=5), "scale": np.float64(1 / 3)}
+    params["log_beta_scales"][2] = np.nan  # missing stays missing
+    view = ViewRecord(camera="cam0", image={"path": "a.jpg"}, K=np.eye(3), R=np.eye(3), t=np.zeros(3),
+                      image_size=(64, 48), keypoints2d=rng.normal(size=(J, 2)), visibility=np.ones(J))
+    header = ManifestHeader(source_kind="synthetic", joint_names=[f"j{i}" for i in range(J)], world_unit_m=0.01,
+                            camera_names=["cam0"])
+    path = tmp_path / "m.jsonl"
+    write_manifest(path, header, [SampleRecord(sample_id="s", group="g", views=[view], params=params)])
+    line = json.loads(path.read_text().splitlines()[1])
+    assert set(line["params"]["joint_rot"]) == {"dtype", "shape", "base64"}  # per-joint: packed
+    assert isinstance(line["params"]["betas"], list) and isinstance(line["views"][0]["keypoints2d"], list)
+    (back,) = iter_manifest(path)
+    for name, value in params.items():  # packed values are exact; lists keep 9 significant digits
+        np.testing.assert_allclose(back.params[name], value, rtol=0 if np.size(value) > 16 else 5e-9, atol=0)
+    back.params["joint_rot"][0, 0] = 1.0  # arrays read from packed values are ordinary writable arrays
+    # version 1 manifests (before packed arrays) still read
+    lines = path.read_text().splitlines()
+    lines[0] = lines[0].replace('"version": 2', '"version": 1')
+    line["params"]["joint_rot"] = params["joint_rot"].tolist()
+    path.write_text("\n".join([lines[0], json.dumps(line)]) + "\n")
+    (old,) = iter_manifest(path)
+    np.testing.assert_array_equal(old.params["joint_rot"], params["joint_rot"])
+
+
 def test_manifest_lines_from_other_writers(tmp_path: Path) -> None:
     manifest = make_manifest(tmp_path / "m", num_samples=2)
     # Python's json writes NaN literals; the reader still takes them (as missing keypoints)

@@ -12,6 +12,7 @@ map ``x ↦ s · (x - x0 + 0.5) - 0.5``.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from pathlib import Path
@@ -56,7 +57,11 @@ def synth_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def floats(value: Any) -> np.ndarray:
-    """A manifest array (nested lists, ``None`` = missing) as float64, converted element by element."""
+    """A manifest array (nested lists, ``None`` = missing, or packed: base64 of little-endian float64)
+    as float64, converted element by element."""
+    if isinstance(value, dict):
+        assert value["dtype"] == "<f8"
+        return np.frombuffer(base64.b64decode(value["base64"]), "<f8").reshape(value["shape"])
     if isinstance(value, list):
         return np.array([floats(v) for v in value], dtype=np.float64)
     return np.float64(math.nan if value is None else value)
@@ -143,6 +148,10 @@ def test_output_equals_an_independent_computation(synth_manifest: Path, tmp_path
         (lambda o: o["params"].update(joint_rot=[[0.0, 0.0, 0.0], [1.0, 2.0]]), "params.joint_rot"),
         (lambda o: o["views"][0].update(keypoints2d=[[1.0, 2.0], {"x": 1}]), "keypoints2d"),
         (lambda o: o.update(keypoints3d=[[0.0, 1.0]]), "keypoints3d"),
+        (lambda o: o["params"]["joint_rot"].update(shape=[2, 3]), "params.joint_rot"),  # values for (J-1, 3)
+        (lambda o: o["params"]["log_beta_scales"].update(base64="not base64!"), "params.log_beta_scales"),
+        (lambda o: o["params"]["log_beta_scales"].update(dtype="<f4"), "params.log_beta_scales"),
+        (lambda o: o["params"]["log_beta_scales"].pop("shape"), "params.log_beta_scales"),
     ],
 )
 def test_malformed_arrays_name_the_line_and_field(synth_manifest: Path, tmp_path: Path, change: Any,

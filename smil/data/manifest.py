@@ -6,6 +6,12 @@ follows the project conventions (``docs/conventions.md``): OpenCV pinhole camera
 ``R, t``), pixel keypoints ``(x, y)`` in the *source* image with a visibility weight, 3D keypoints in
 the dataset's world frame and unit (``None`` = missing), body parameters as axis-angle.
 
+Arrays are nested lists of numbers, or *packed*: ``{"dtype": "<f8", "shape": [50, 3], "base64": ...}``,
+the little-endian float64 values in row-major order, base64-encoded (NaN = missing). Writers pack the
+per-joint body parameters (:data:`PACK_MIN_VALUES`): they are a large part of a line's numbers, are
+never read by eye, and packed they parse and convert several times faster (exact, too); the rest
+stays readable. Readers take either form for every array.
+
 Image and mask references are relative to the manifest's folder (or absolute) and are either a file
 (``{"path": ...}``) or a video frame (``{"video": ..., "frame": i}``). ``smil preprocess`` crops,
 resizes, encodes and writes the HDF5 dataset; nothing downstream knows where a sample came from.
@@ -13,6 +19,8 @@ resizes, encodes and writes the HDF5 dataset; nothing downstream knows where a s
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import os
@@ -27,7 +35,12 @@ from smil.errors import DataError
 from smil.io_utils import atomic_path
 
 MANIFEST_KIND = "smil-manifest"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: arrays may be packed (version 1 files, all nested lists, read the same)
+READ_VERSIONS = (1, 2)
+
+#: Writers pack a body parameter with more values than this (the per-joint ones); see the docstring.
+PACK_MIN_VALUES = 16
+PACKED_DTYPE = "<f8"
 
 #: Significant digits of every number a manifest writer stores: a relative error below 5e-9, under
 #: float32's own rounding step (6e-8), and datasets store float32. The lines are a third shorter and
@@ -115,7 +128,7 @@ class SampleRecord:
             "keypoints3d": None if self.keypoints3d is None else _list(self.keypoints3d),
             "params": None
             if self.params is None
-            else {k: _list(np.asarray(v)) for k, v in self.params.items()},
+            else {k: _param_json(np.asarray(v)) for k, v in self.params.items()},
             "views": [v.to_json() for v in self.views],
         }
 
@@ -193,9 +206,9 @@ def read_manifest_header(path: str | Path) -> ManifestHeader:
         raise DataError(f"line 1 is not JSON ({exc.msg})", path=path) from None
     if not isinstance(obj, dict) or obj.get("kind") != MANIFEST_KIND:
         raise DataError(f"not a smil manifest (expected kind '{MANIFEST_KIND}')", path=path, field="kind")
-    if obj.get("version") != MANIFEST_VERSION:
+    if obj.get("version") not in READ_VERSIONS:
         raise DataError(
-            f"unsupported manifest version {obj.get('version')!r} (this smil reads {MANIFEST_VERSION})",
+            f"unsupported manifest version {obj.get('version')!r} (this smil reads {list(READ_VERSIONS)})",
             path=path,
             field="version",
         )
@@ -269,6 +282,37 @@ def _list(a: np.ndarray) -> Any:
     return _rounded(np.asarray(a, dtype=np.float64).tolist())
 
 
+def _param_json(a: np.ndarray) -> Any:
+    return _packed(a) if a.size > PACK_MIN_VALUES else _list(a)
+
+
+def _packed(a: np.ndarray) -> dict[str, Any]:
+    """``a`` as a packed array (exact float64 values; see the module docstring)."""
+    values = np.ascontiguousarray(a, dtype=PACKED_DTYPE)
+    return {"dtype": PACKED_DTYPE, "shape": list(values.shape),
+            "base64": base64.b64encode(values.data).decode("ascii")}
+
+
+def _unpacked(obj: dict[str, Any], where: str, name: str) -> np.ndarray:
+    """A packed array's values (float64, writable); a malformed one is a :class:`DataError`."""
+    try:
+        if obj.get("dtype") != PACKED_DTYPE:
+            raise ValueError(f"dtype must be '{PACKED_DTYPE}', got {obj.get('dtype')!r}")
+        shape = [int(n) for n in obj["shape"]]
+        if any(n < 0 for n in shape):
+            raise ValueError(f"negative shape {shape}")
+        raw = binascii.a2b_base64(obj["base64"], strict_mode=True)
+    except KeyError as exc:
+        raise DataError(f"packed array without '{exc.args[0]}'", path=where, field=name) from None
+    except (TypeError, ValueError, binascii.Error) as exc:
+        raise DataError(f"not a valid packed array ({exc})", path=where, field=name) from None
+    count = math.prod(shape)
+    if len(raw) != 8 * count:
+        raise DataError(f"packed array of shape {tuple(shape)} needs {count} values, holds {len(raw) / 8:g}",
+                        path=where, field=name)
+    return np.frombuffer(bytearray(raw), dtype=PACKED_DTYPE).reshape(shape)
+
+
 def _rounded(v: Any) -> Any:
     if isinstance(v, list):
         return [_rounded(x) for x in v]
@@ -278,15 +322,19 @@ def _rounded(v: Any) -> Any:
 
 
 def _array(obj: Any, shape: tuple[int, ...] | None, where: str, name: str) -> np.ndarray:
-    """``obj`` (nested lists, ``None`` = missing) as a float64 array; ``shape`` None = any, -1 = any length.
+    """``obj`` (nested lists, ``None`` = missing, or a packed array) as a float64 array; ``shape`` None =
+    any, -1 = any length.
 
     numpy itself turns ``None`` into NaN when converting to a float dtype, so no Python-level pass
     over the values is needed.
     """
-    try:
-        arr = np.asarray(obj, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError("not a numeric array", path=where, field=name) from None
+    if type(obj) is dict:
+        arr = _unpacked(obj, where, name)
+    else:
+        try:
+            arr = np.asarray(obj, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DataError("not a numeric array", path=where, field=name) from None
     if shape is not None and (arr.ndim != len(shape) or any(s not in (-1, a) for s, a in zip(shape, arr.shape))):
         want = "×".join("N" if s == -1 else str(s) for s in shape)
         raise DataError(f"expected shape {want}, got {arr.shape}", path=where, field=name)

@@ -187,7 +187,8 @@ class DatasetWriter:
 
     def _check(self, s: StoredSample) -> None:
         for name, shape in self._expect:
-            got = np.shape(getattr(s, name))
+            value = getattr(s, name)
+            got = value.shape if type(value) is np.ndarray else np.shape(value)  # np.shape costs 3× more
             if got != shape:
                 raise DataError(f"sample '{s.sample_id}': expected shape {shape}, got {got}", field=name)
         V = self.num_views
@@ -199,7 +200,7 @@ class DatasetWriter:
                 if name not in PARAM_SHAPES:
                     raise DataError(f"sample '{s.sample_id}': unknown body parameter", field=f"params.{name}")
                 want = _param_shape(name, self.num_joints, np.asarray(value))
-            got = np.shape(value)
+            got = value.shape if type(value) is np.ndarray else np.shape(value)
             if got != want:
                 raise DataError(
                     f"sample '{s.sample_id}': expected shape {want}, got {got}", field=f"params.{name}"
