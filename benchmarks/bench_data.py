@@ -16,9 +16,9 @@ both preprocessed to HDF5 at 224² (``smil.data.preprocess.preprocess``).
 Figures:
 
 * ``preprocess``: ``bench_preprocess.measure`` (``smil preprocess`` vs a bare decode + crop/resize + encode
-  loop over the same images; goal ≥ 0.8): as shipped (threads, one per CPU, as ``smil preprocess`` and
-  the workflow run it), in one thread (``ratio_one_thread``) and with 2 worker processes
-  (``ratio_workers``);
+  loop over the same images; goal ≥ 0.8): as shipped (worker processes, one per CPU, as
+  ``smil preprocess`` and the workflow run it), in one thread (``ratio_one_thread``) and in threads of
+  one process (``ratio_threads``);
 * ``loader``: a torch ``DataLoader`` (batch 32, ``collate_fn=smil.data.batching.collate_items``) over the
   real ``SingleViewDataset`` at image size 224, with ``num_workers`` 0 and 2, augmentation off and on
   (and, 2 workers without augmentation, torch's default collation: ``*_default_collate``), vs a **bare
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         result["synthetic_body_model"] = model_name
 
         # 1. preprocessing (writes work/{name}_preprocess.h5, the loader's input)
-        result["preprocess"] = {name: bench_preprocess.measure(name, manifest, work, settings, args.repeats, WORKERS)
+        result["preprocess"] = {name: bench_preprocess.measure(name, manifest, work, settings, args.repeats)
                                 for name, manifest in inputs.items()}
 
         # 2. loader vs bare decode, and 3. raw replicAnt reading, interleaved
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     result["summary"] = {
         "preprocess_ratio": {n: r["ratio"] for n, r in result["preprocess"].items()},
         "preprocess_ratio_one_thread": {n: r["ratio_one_thread"] for n, r in result["preprocess"].items()},
-        f"preprocess_ratio_workers{WORKERS}": {n: r["ratio_workers"] for n, r in result["preprocess"].items()},
+        "preprocess_ratio_threads": {n: r["ratio_threads"] for n, r in result["preprocess"].items()},
         "loader_ratio_workers2_aug_off": {n: r[key] for n, r in result["loader"].items()},
         "loader_ratio_workers0_aug_off": {n: r["ratio_workers0_aug_off"] for n, r in result["loader"].items()},
         "loader_ratio_workers2_aug_on": {n: r[f"ratio_workers{WORKERS}_aug_on"] for n, r in result["loader"].items()},

@@ -27,14 +27,14 @@ References, each timed over the same views:
   that code with no overhead at all could reach.
 
 ``smil preprocess`` is timed end to end (manifest parsing, crop planning, decoding, encoding, HDF5
-writes, splits, summary): as shipped, with ``--threads`` threads (default 0, as ``smil preprocess``:
-one per available CPU, at most 4; JPEGs decoded at 1/2, 1/4 or 1/8 size by libjpeg when the crop is
-that much larger than the stored size); with ``reduced_decode=False`` (the same full-size decode as
-the bare loop); in one thread (``ratio_one_thread``); and with ``--workers`` worker processes (default
-2; 0 skips it; one untimed run first starts the forkserver). Each timing is the best of ``--repeats``
-runs (at least 5 for replicant), the loops interleaved. ``ratio`` = preprocess throughput / bare-loop
-throughput (goal ≥ 0.8); ``ratio_to_floor`` = preprocess / floor; ``ratio_workers`` = preprocess with
-the worker processes / bare loop. The bare and floor loops are one thread each: they are the plain
+writes, splits, summary, and starting and stopping its worker processes): as shipped (``--workers`` and
+``--threads`` default 0, as ``smil preprocess``: here one forked worker process per available CPU, at
+most 4; JPEGs decoded at 1/2, 1/4 or 1/8 size by libjpeg when the crop is that much larger than the
+stored size); with ``reduced_decode=False`` (the same full-size decode as the bare loop); in one
+thread (``ratio_one_thread``); and in threads of one process instead of worker processes
+(``ratio_threads``, ``--workers 1``). Each timing is the best of ``--repeats`` runs (at least 5 for
+replicant), the loops interleaved. ``ratio`` = preprocess throughput / bare-loop throughput (goal
+≥ 0.8); ``ratio_to_floor`` = preprocess / floor. The bare and floor loops are one thread each: they are the plain
 single loop a script would run. Every loop runs with glibc malloc tuned as ``smil preprocess``
 tunes it (``keep_freed_image_memory``: freed image buffers are reused instead of being page-faulted in
 again). The load average is recorded at the start and the end (the machine may be shared).
@@ -200,19 +200,18 @@ def floor_loop(jobs: list[BareJob], lines: list[str], out_size: int, quality: in
     return time.perf_counter() - t0
 
 
-def measure(name: str, manifest: Path, work: Path, settings: PreprocessSettings, repeats: int,
-            workers: int = 2) -> dict[str, Any]:
+def measure(name: str, manifest: Path, work: Path, settings: PreprocessSettings, repeats: int) -> dict[str, Any]:
+    keep_freed_image_memory()  # as smil preprocess does in its process (idempotent)
     jobs = bare_jobs(manifest, settings)
     with open(manifest, encoding="utf-8") as fh:
         lines = [text for text in fh.readlines()[1:] if text.strip()]
-    no_reduce = PreprocessSettings(**{**settings.__dict__, "reduced_decode": False})
-    one_thread = PreprocessSettings(**{**settings.__dict__, "threads": 1})
-    runs = [("preprocess", settings), ("preprocess_full_decode", no_reduce), ("preprocess_one_thread", one_thread)]
-    if workers > 1:
-        runs.append(("preprocess_workers", PreprocessSettings(**{**settings.__dict__, "workers": workers,
-                                                                 "threads": 0})))
-        preprocess(manifest, work / f"{name}_warm.h5", runs[-1][1], progress=False,
-                   summary_path=work / f"{name}_warm.json")  # starts the forkserver, untimed
+
+    def variant(**changes: Any) -> PreprocessSettings:
+        return PreprocessSettings(**{**settings.__dict__, **changes})
+
+    runs = [("preprocess", settings), ("preprocess_full_decode", variant(reduced_decode=False)),
+            ("preprocess_one_thread", variant(workers=1, threads=1)),
+            ("preprocess_threads", variant(workers=1, threads=0))]
     times: dict[str, list[float]] = {"bare": [], "floor": [], **{key: [] for key, _ in runs}}
     floor_loop(jobs[:3], lines[:3], settings.image_size, settings.jpeg_quality)  # warm the page cache and OpenCV
     for _ in range(repeats):
@@ -228,11 +227,7 @@ def measure(name: str, manifest: Path, work: Path, settings: PreprocessSettings,
     with h5py.File(work / f"{name}_preprocess.h5", "r") as f:
         stored_bytes = int(sum(len(b) for b in f["images"][:].ravel()))
     shipped = json.loads((work / f"{name}_preprocess.json").read_text())
-    parallel = {}
-    if workers > 1:
-        parallel = {"workers": workers,
-                    "preprocess_workers_views_per_s": round(views / best["preprocess_workers"], 1),
-                    "ratio_workers": round(best["bare"] / best["preprocess_workers"], 3)}
+    threaded = json.loads((work / f"{name}_preprocess_threads.json").read_text())
     return {
         "views": views,
         "views_with_mask": sum(job.mask is not None for job in jobs),
@@ -242,16 +237,18 @@ def measure(name: str, manifest: Path, work: Path, settings: PreprocessSettings,
         "floor_views_per_s": round(views / best["floor"], 1),
         "preprocess_views_per_s": round(views / best["preprocess"], 1),
         "preprocess_full_decode_views_per_s": round(views / best["preprocess_full_decode"], 1),
-        "threads": settings.thread_count(),
+        "workers": shipped["settings"]["workers"],
+        "threads": shipped["settings"]["threads"],
         "ratio": round(best["bare"] / best["preprocess"], 3),
         "ratio_full_decode": round(best["bare"] / best["preprocess_full_decode"], 3),
         "ratio_one_thread": round(best["bare"] / best["preprocess_one_thread"], 3),
+        "ratio_threads": round(best["bare"] / best["preprocess_threads"], 3),
+        "threads_in_threads_run": threaded["settings"]["threads"],
         "floor_ratio": round(best["bare"] / best["floor"], 3),
         "ratio_to_floor": round(best["floor"] / best["preprocess"], 3),
         "decode_reduction": shipped["decode_reduction"],
         "mean_stored_jpeg_kib": round(stored_bytes / views / 1024, 1),
         "ms_per_view_best": {k: round(1e3 * v / views, 3) for k, v in best.items()},
-        **parallel,
     }
 
 
@@ -270,6 +267,17 @@ def smil_synth_manifest(folder: Path, num_samples: int) -> Path:
 INPUTS = ("replicant", "synthetic", "smil-synth")
 
 
+def measure_lean(name: str, manifest: Path, work: Path, settings: PreprocessSettings, repeats: int) -> dict[str, Any]:
+    """:func:`measure` in a fresh process that imports only what ``smil preprocess`` needs (not torch,
+    which building the ``smil synth`` input loads): forking a process costs about 4 ms with those
+    modules loaded and about 17 ms with torch's as well, which a 256-sample run would count."""
+    import concurrent.futures
+    import multiprocessing
+
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(measure, name, manifest, work, settings, repeats).result()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -280,24 +288,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smil-synth-image-size", type=int, default=224, help="stored size for smil-synth")
     ap.add_argument("--padding", type=float, default=1.2)
     ap.add_argument("--jpeg-quality", type=int, default=90)
-    ap.add_argument("--threads", type=int, default=0,
-                    help="preprocess threads as shipped (default 0: as smil preprocess, one per CPU, at most 4)")
-    ap.add_argument("--workers", type=int, default=2, help="also time preprocess with this many worker processes (0 = skip)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="preprocess worker processes (default 0: as smil preprocess, see plan_parallelism)")
+    ap.add_argument("--threads", type=int, default=0, help="preprocess threads (default 0: as smil preprocess)")
     args = ap.parse_args(argv)
     inputs = [name.strip() for name in args.inputs.split(",") if name.strip()]
     unknown = sorted(set(inputs) - set(INPUTS))
     if unknown:
         ap.error(f"unknown input(s) {unknown}; expected some of {list(INPUTS)}")
     settings = PreprocessSettings(image_size=args.image_size, padding=args.padding, jpeg_quality=args.jpeg_quality,
-                                  threads=args.threads)
+                                  workers=args.workers, threads=args.threads)
     # preprocess tunes glibc malloc in its process; do it first so every loop always runs alike
     malloc_tuned = keep_freed_image_memory()
     result: dict[str, Any] = {
         "benchmark": "preprocess",
         "settings": {"image_size": args.image_size, "smil_synth_image_size": args.smil_synth_image_size,
                      "padding": args.padding, "jpeg_quality": args.jpeg_quality, "workers": args.workers,
-                     "threads": settings.thread_count(),
-                     "repeats": args.repeats},
+                     "threads": args.threads, "repeats": args.repeats},
         "goal": "ratio >= 0.8 (preprocess throughput / bare decode+crop/resize+encode loop)",
         "machine": {"python": platform.python_version(), "opencv": cv2.__version__, "h5py": h5py.__version__,
                     "cpus": os.cpu_count(), "cv2_threads": cv2.getNumThreads(), "platform": platform.platform(),
@@ -310,14 +317,14 @@ def main(argv: list[str] | None = None) -> int:
             if name == "replicant":
                 rep = replicant_manifest(work / name)
                 result[name] = ({"skipped": f"fixture not found under {fixtures_dir()}"} if rep is None else
-                                measure(name, rep, work, settings, max(args.repeats, 5), args.workers))
+                                measure_lean(name, rep, work, settings, max(args.repeats, 5)))
             elif name == "synthetic":
                 syn = synthetic_manifest(work / name, args.synthetic_samples)
-                result[name] = measure(name, syn, work, settings, args.repeats, args.workers)
+                result[name] = measure_lean(name, syn, work, settings, args.repeats)
             else:
                 smil = smil_synth_manifest(work / name, args.smil_synth_samples)
                 at = PreprocessSettings(**{**settings.__dict__, "image_size": args.smil_synth_image_size})
-                result[name] = measure(name, smil, work, at, args.repeats, args.workers)
+                result[name] = measure_lean(name, smil, work, at, args.repeats)
     result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     json.dump(result, sys.stdout, indent=2)
     print()

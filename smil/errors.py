@@ -24,6 +24,18 @@ class SmilError(Exception):
         prefix = ": ".join(parts)
         super().__init__(f"{prefix}: {message}" if prefix else message)
 
+    def __reduce__(self) -> tuple:
+        # pickled as it is (worker processes send errors to their parent): the default would call
+        # ``cls(message)`` and lose ``path`` and ``field``, or fail for a subclass's own signature
+        return _restore, (type(self), self.args, self.__dict__)
+
+
+def _restore(cls: type, args: tuple, state: dict) -> "SmilError":
+    exc = cls.__new__(cls, *args)
+    Exception.__init__(exc, *args)
+    exc.__dict__.update(state)
+    return exc
+
 
 class ModelFileError(SmilError):
     """A body model file is unreadable, unsafe or inconsistent."""

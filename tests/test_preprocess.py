@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from smil.data.images import decode_image, encode_png_mask
 from smil.data.manifest import (
     ManifestHeader, SampleRecord, ViewRecord, iter_manifest, read_manifest_header, write_manifest,
 )
+from smil.data import preprocess as P
 from smil.data.preprocess import SUMMARY_NAME, WRITE_BLOCK, PreprocessSettings, SampleProcessor, preprocess
 from smil.data.store import open_dataset
 from smil.errors import ConfigError, DataError
@@ -329,8 +331,12 @@ def test_video_frames_in_any_order(tmp_path: Path) -> None:
     again = preprocess(manifest, tmp_path / "e.h5", PreprocessSettings(image_size=96, padding=1.3, threads=2),
                        progress=False)
     assert again["settings"]["threads"] == 2
-    with h5py.File(out, "r") as a, h5py.File(tmp_path / "e.h5", "r") as b:
-        assert all(bytes(x) == bytes(y) for x, y in zip(a[S.IMAGES][:, 0], b[S.IMAGES][:, 0]))
+    forked = preprocess(manifest, tmp_path / "f.h5", PreprocessSettings(image_size=96, padding=1.3, workers=2),
+                        progress=False)
+    assert forked["settings"]["workers"] == 2
+    with h5py.File(out, "r") as a, h5py.File(tmp_path / "e.h5", "r") as b, h5py.File(tmp_path / "f.h5", "r") as c:
+        assert all(bytes(x) == bytes(y) == bytes(z) for x, y, z in zip(a[S.IMAGES][:, 0], b[S.IMAGES][:, 0],
+                                                                       c[S.IMAGES][:, 0]))
 
 
 def test_splits_keep_groups_together(tmp_path: Path) -> None:
@@ -345,42 +351,80 @@ def test_splits_keep_groups_together(tmp_path: Path) -> None:
         assert ds.split_seed == 3
 
 
-@pytest.mark.parametrize("parallel", [{"workers": 2}, {"threads": 3}], ids=["workers", "threads"])
-def test_parallel_preprocessing_gives_identical_output(tmp_path: Path, parallel: dict) -> None:
+@pytest.mark.parametrize("parallel", [{"workers": 2}, {"workers": 3}, {"workers": 1, "threads": 3}],
+                         ids=["2 workers", "3 workers", "threads"])
+def test_parallel_preprocessing_gives_identical_output(tmp_path: Path, parallel: dict,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(P, "PROCESS_CHUNK", 4)  # several chunks per worker process
     manifest = make_manifest(tmp_path / "m", num_samples=29, num_joints=4, masks=True)
     one, two = tmp_path / "one.h5", tmp_path / "two.h5"
-    s1 = preprocess(manifest, one, PreprocessSettings(image_size=48, threads=1), progress=False)
+    s1 = preprocess(manifest, one, PreprocessSettings(image_size=48, workers=1, threads=1), progress=False)
     interval = sys.getswitchinterval()
     s2 = preprocess(manifest, two, PreprocessSettings(image_size=48, **parallel), progress=False)
     assert sys.getswitchinterval() == interval  # the caller's GIL switch interval is restored
-    assert s2["settings"]["threads"] == parallel.get("threads", 1)
+    assert (s2["settings"]["workers"], s2["settings"]["threads"]) == (parallel["workers"], parallel.get("threads", 1))
     with h5py.File(one, "r") as a, h5py.File(two, "r") as b:
-        for name in (S.K, S.KEYPOINTS2D, S.SPLIT, S.SAMPLE_ID):
-            assert np.array_equal(a[name][:], b[name][:], equal_nan=name != S.SAMPLE_ID)
+        for name in (S.K, S.R, S.T, S.KEYPOINTS2D, S.VISIBILITY, S.KEYPOINTS3D, S.SPLIT, S.SAMPLE_ID, S.FRAME,
+                     S.param_path("betas"), S.VIEW_VALID, S.HAS_MASK):
+            assert np.array_equal(a[name][:], b[name][:], equal_nan=a[name].dtype.kind == "f"), name
         assert all(bytes(x) == bytes(y) for x, y in zip(a[S.IMAGES][:, 0], b[S.IMAGES][:, 0]))
         assert all(bytes(x) == bytes(y) for x, y in zip(a[S.MASKS][:, 0], b[S.MASKS][:, 0]))
         assert a.attrs[S.ATTR_PREPROCESS_SETTINGS] == b.attrs[S.ATTR_PREPROCESS_SETTINGS]
     assert s1["samples_written"] == s2["samples_written"] == 29
+    assert s1["views_written"] == s2["views_written"] and s1["masks_written"] == s2["masks_written"]
 
 
-def test_threads_report_the_first_bad_line_in_manifest_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("parallel", [{"workers": 1, "threads": 3}, {"workers": 2}], ids=["threads", "workers"])
+def test_parallel_runs_report_the_first_bad_line_in_manifest_order(tmp_path: Path, parallel: dict,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(P, "PROCESS_CHUNK", 1)  # bad lines 2 and 4 go to different worker processes
     manifest = _bad_manifest(tmp_path)
     with pytest.raises(DataError) as one:
-        preprocess(manifest, tmp_path / "a.h5", PreprocessSettings(image_size=32, threads=1), progress=False)
+        preprocess(manifest, tmp_path / "a.h5", PreprocessSettings(image_size=32, workers=1, threads=1),
+                   progress=False)
     with pytest.raises(DataError) as many:
-        preprocess(manifest, tmp_path / "b.h5", PreprocessSettings(image_size=32, threads=3), progress=False)
-    assert str(one.value) == str(many.value)
+        preprocess(manifest, tmp_path / "b.h5", PreprocessSettings(image_size=32, **parallel), progress=False)
+    assert str(one.value) == str(many.value) and "s1_v0.jpg" in str(many.value)
     assert not (tmp_path / "b.h5").exists()
-    summary = preprocess(manifest, tmp_path / "c.h5", PreprocessSettings(image_size=32, threads=3, skip_bad=True),
+    summary = preprocess(manifest, tmp_path / "c.h5", PreprocessSettings(image_size=32, skip_bad=True, **parallel),
                          progress=False)
     assert summary["samples_skipped"] == 3 and summary["samples_written"] == 3
+    assert summary["skipped_by_reason"] == {"bad image": 1, "image not found": 1, "no keypoints": 1}
+    # a malformed line raises in the worker; the parent raises the same error, with its file and field
+    rewrite_sample(manifest, 2, lambda o: o.update(keypoints3d=[[0.0, 1.0]]))
+    with pytest.raises(DataError, match=r"manifest.jsonl:4: field 'keypoints3d'") as err:
+        preprocess(manifest, tmp_path / "d.h5", PreprocessSettings(image_size=32, skip_bad=True, **parallel),
+                   progress=False)
+    assert err.value.field == "keypoints3d"
 
 
-def test_threads_and_workers_are_exclusive() -> None:
+def test_a_worker_process_that_dies_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = make_manifest(tmp_path / "m", num_samples=6)
+    process_line = P.SampleProcessor.process_line
+
+    def dies_on_line_5(self: P.SampleProcessor, line: int, text: str) -> Any:
+        if line == 5:
+            os._exit(3)  # as a crash in native code would end the process
+        return process_line(self, line, text)
+
+    monkeypatch.setattr(P.SampleProcessor, "process_line", dies_on_line_5)
+    monkeypatch.setattr(P, "PROCESS_CHUNK", 2)
+    with pytest.raises(DataError, match=r"worker process smil-preprocess-1 stopped unexpectedly \(exit code 3\)"):
+        preprocess(manifest, tmp_path / "d.h5", PreprocessSettings(image_size=32, workers=2), progress=False)
+    assert not (tmp_path / "d.h5").exists()
+
+
+def test_parallelism_plan() -> None:
     with pytest.raises(ConfigError, match="not both"):
         PreprocessSettings(workers=2, threads=2)
-    assert PreprocessSettings(workers=2).thread_count() == 1
-    assert 1 <= PreprocessSettings(threads=0).thread_count() <= 4
+    assert PreprocessSettings(workers=2).plan_parallelism() == (2, 1)
+    assert PreprocessSettings(workers=1, threads=3).plan_parallelism() == (1, 3)
+    assert PreprocessSettings(threads=3).plan_parallelism() == (1, 3)  # threads asked for: no processes
+    assert PreprocessSettings().plan_parallelism(videos=True) == (1, 1)  # one reader per video
+    cpus = min(4, P.available_cpus())
+    want = (cpus, 1) if cpus > 1 and sys.platform.startswith("linux") else (1, cpus)
+    assert PreprocessSettings().plan_parallelism() == want
+    assert PreprocessSettings(workers=1).plan_parallelism() == (1, cpus)
 
 
 def test_summary_is_written_beside_the_output(tmp_path: Path) -> None:

@@ -42,10 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "crop is that much larger than --image-size)")
     p.add_argument("--skip-bad", action="store_true",
                    help="count and skip bad samples (unreadable images, no keypoints) instead of failing")
+    p.add_argument("--workers", type=int, default=0,
+                   help="worker processes (default 0: one per available CPU, at most 4, on Linux for "
+                        "image files; otherwise threads; 1: none)")
     p.add_argument("--threads", type=int, default=0,
-                   help="threads processing samples (default 0: one per available CPU, at most 4)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="worker processes instead of threads (default 1: threads in this process)")
+                   help="threads in this process instead of worker processes (default 0: one per "
+                        "available CPU, at most 4, where worker processes are not used)")
     p.add_argument("--summary", default=None, help=f"summary JSON path (default: {SUMMARY_NAME} beside OUTPUT)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)

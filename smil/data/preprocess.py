@@ -25,8 +25,10 @@ counts and reasons. The output appears only when complete (``DatasetWriter``).
 from __future__ import annotations
 
 import ctypes
+import math
 import multiprocessing
 import os
+import pickle
 import sys
 import threading
 import time
@@ -69,7 +71,10 @@ THREAD_CHUNK = 4  # manifest lines per thread task
 # While threads run: a thread back from OpenCV waits at most this long for the GIL (Python's default,
 # 5 ms, leaves the other core idle longer; measured 1.98 → 1.84 ms per view on `smil synth` output)
 THREAD_SWITCH_INTERVAL_S = 0.001
-MAX_AUTO_THREADS = 4  # threads=0 picks one per available CPU, at most this many
+MAX_AUTO_PARALLEL = 4  # automatic workers or threads: one per available CPU, at most this many
+PROCESS_CHUNK = 16  # manifest lines per message from a worker process
+PROCESS_CHUNK_VIDEO = 256  # … for frames from videos: a worker seeks in a video once per chunk
+_CAN_FORK = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 Mask = np.ndarray | PackedMask  # a view's mask in source pixels (uint8 255 = animal, or packed bits)
 
 
@@ -86,7 +91,7 @@ class PreprocessSettings:
     skip_bad: bool = False
     border: str = "shift"  # "shift" the crop inside the image when it fits, or "pad" around a centred crop
     reduced_decode: bool = True
-    workers: int = 1  # worker processes
+    workers: int = 0  # worker processes (0 = automatic, see plan_parallelism; 1 = none)
     threads: int = 0  # threads processing samples in this process (0 = one per available CPU, at most 4)
 
     def __post_init__(self) -> None:
@@ -98,8 +103,8 @@ class PreprocessSettings:
             raise ConfigError(f"must be in 1..100, got {self.jpeg_quality}", field="jpeg_quality")
         if self.border not in ("shift", "pad"):
             raise ConfigError(f"must be 'shift' or 'pad', got {self.border!r}", field="border")
-        if self.workers < 1:
-            raise ConfigError(f"must be >= 1, got {self.workers}", field="workers")
+        if self.workers < 0:
+            raise ConfigError(f"must be >= 0 (0 = automatic), got {self.workers}", field="workers")
         if self.threads < 0:
             raise ConfigError(f"must be >= 0 (0 = one per available CPU), got {self.threads}", field="threads")
         if self.workers > 1 and self.threads > 1:
@@ -107,16 +112,25 @@ class PreprocessSettings:
                               f"{self.threads})", field="threads")
         object.__setattr__(self, "split", parse_fractions(self.split))
 
-    def thread_count(self, videos: bool = False) -> int:
-        """Threads that process samples: ``threads``, or with 0 one per CPU this process may use (≤ 4) —
-        but one for worker processes, and one for a manifest of ``videos`` (threads taking turns on a
-        video would each seek in it, which costs far more than decoding its frames in order)."""
+    def plan_parallelism(self, videos: bool = False) -> tuple[int, int]:
+        """``(worker processes, threads)`` that process samples; one of them is 1.
+
+        ``workers`` > 1: that many forked worker processes. ``workers`` 0 (automatic) on a platform
+        that forks (Linux) and for a manifest of image files: one process per CPU this process may
+        use (at most 4) unless ``threads`` is set. Otherwise threads in this process: ``threads``, or
+        with 0 one per CPU (at most 4) — but one for a manifest of ``videos`` (threads taking turns
+        on a video would each seek in it, which costs far more than decoding its frames in order).
+        Worker processes beat threads wherever more than one CPU is free: a third to a half of the
+        per-sample work holds Python's GIL, so threads wait on each other; forked processes start
+        in milliseconds and send back each chunk of results as one message."""
+        if self.workers > 1:
+            return self.workers, 1
+        cpus = min(MAX_AUTO_PARALLEL, available_cpus())
+        if self.workers == 0 and not self.threads and not videos and _CAN_FORK and cpus > 1:
+            return cpus, 1
         if self.threads:
-            return self.threads
-        if self.workers > 1 or videos:
-            return 1
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(1, min(MAX_AUTO_THREADS, cpus))
+            return 1, self.threads
+        return 1, 1 if videos else cpus
 
     def recorded(self) -> dict[str, Any]:
         out = asdict(self)
@@ -352,6 +366,11 @@ class SampleProcessor:
         return maps
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _distortion(view: ViewRecord) -> np.ndarray | None:
     """The view's distortion coefficients (float64), or None when it has none or they are all zero."""
     return None if view.dist is None or not np.any(view.dist) else np.asarray(view.dist, dtype=np.float64)
@@ -364,17 +383,117 @@ def _param_dims(spec: tuple[str, ...], num_joints: int) -> tuple[int, ...]:
 
 
 # --- worker processes ------------------------------------------------------------------------
-# Each worker process builds one SampleProcessor in its initializer; it lives as long as the process.
-_WORKER: list[SampleProcessor] = []
+# Forked, so they start in milliseconds with the manifest's lines already in memory. Chunk c of the
+# lines goes to worker c mod N; each chunk's results come back as one pickled message of compact
+# arrays (_pack_results), and the parent takes them in chunk order: the output does not depend on N.
 
 
-def _init_worker(manifest: str, settings: PreprocessSettings) -> None:
-    cv2.setNumThreads(1)
-    _WORKER.append(SampleProcessor(manifest, read_manifest_header(manifest), settings))
+class _ForkedResults:
+    """Results of ``lines`` processed in ``workers`` forked processes, in manifest order; the processes
+    start when this is made (call it before starting any thread), iterate once, then :meth:`close`. A
+    worker runs at most a pipe's buffer ahead of the parent, so memory does not grow with the manifest."""
+
+    def __init__(self, manifest: Path, header: ManifestHeader, settings: PreprocessSettings, workers: int,
+                 lines: Iterable[tuple[int, str]], chunk: int):
+        items = list(lines)
+        self.chunks = len(range(0, len(items), chunk))
+        self.workers = workers
+        self.procs: list[Any] = []
+        self.conns: list[Any] = []
+        self.manifest = manifest
+        ctx = multiprocessing.get_context("fork")
+        cv_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)  # the children inherit an OpenCV without a thread pool of its own
+        try:
+            for k in range(min(workers, self.chunks)):
+                mine = [items[i : i + chunk] for i in range(k * chunk, len(items), workers * chunk)]
+                receive, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_worker_main, args=(send, manifest, header, settings, mine),
+                                   name=f"smil-preprocess-{k}", daemon=True)
+                proc.start()
+                send.close()
+                self.procs.append(proc)
+                self.conns.append(receive)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            cv2.setNumThreads(cv_threads)
+
+    def __iter__(self) -> Iterator[_Result]:
+        for c in range(self.chunks):
+            k = c % self.workers
+            try:
+                kind, payload = pickle.loads(self.conns[k].recv_bytes())
+            except EOFError:
+                self.procs[k].join(5)
+                raise DataError(f"worker process {self.procs[k].name} stopped unexpectedly (exit code "
+                                f"{self.procs[k].exitcode})", path=self.manifest) from None
+            if kind == "error":
+                raise payload
+            yield from _unpack_results(payload)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in self.procs:
+            proc.join()
+        for conn in self.conns:
+            conn.close()
+        self.procs, self.conns = [], []
 
 
-def _work(item: tuple[int, str]) -> _Result:
-    return _WORKER[0].process_line(*item)
+def _worker_main(conn: Any, manifest: Path, header: ManifestHeader, settings: PreprocessSettings,
+                 chunks: list[list[tuple[int, str]]]) -> None:
+    processor = SampleProcessor(manifest, header, settings)
+    try:
+        for chunk in chunks:
+            try:
+                message: tuple[str, Any] = ("ok", _pack_results([processor.process_line(n, t) for n, t in chunk]))
+            except Exception as exc:  # the parent raises it when it reaches this chunk
+                conn.send_bytes(pickle.dumps(("error", exc)))
+                return
+            conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+    finally:
+        processor.close()
+        conn.close()
+
+
+# StoredSample arrays, in this order, travel as one float32 row per sample (the file stores float32)
+_PACKED_FIELDS = ("K", "R", "t", "keypoints2d", "visibility", "keypoints3d")
+
+
+def _pack_results(results: list[_Result]) -> list[tuple]:
+    """Results as plain tuples of bytes, strings and one float32 array per sample: pickling a
+    StoredSample array by array costs several times more."""
+    out = []
+    for r in results:
+        s = r.stored
+        if s is None:
+            out.append((r.line, r.sample_id, r.reason, r.message))
+            continue
+        floats = np.concatenate([getattr(s, name).ravel() for name in _PACKED_FIELDS]).astype(np.float32)
+        params = {name: np.asarray(value, dtype=np.float32) for name, value in s.params.items()}
+        out.append((r.line, r.sample_id, r.reduce, s.group, s.session, s.frame, s.images, s.masks,
+                    s.view_valid.tobytes(), floats, params, [getattr(s, n).shape for n in _PACKED_FIELDS]))
+    return out
+
+
+def _unpack_results(packed: list[tuple]) -> Iterator[_Result]:
+    for item in packed:
+        if len(item) == 4:
+            yield _Result(item[0], item[1], reason=item[2], message=item[3])
+            continue
+        line, sample_id, reduce, group, session, frame, images, masks, valid, floats, params, shapes = item
+        arrays, start = {}, 0
+        for name, shape in zip(_PACKED_FIELDS, shapes):
+            end = start + math.prod(shape)
+            arrays[name] = floats[start:end].reshape(shape)
+            start = end
+        stored = StoredSample(sample_id=sample_id, group=group, session=session, frame=frame, images=images,
+                              masks=masks, view_valid=np.frombuffer(valid, dtype=bool), params=params, **arrays)
+        yield _Result(line, sample_id, stored=stored, reduce=reduce)
 
 
 def _threaded_results(
@@ -447,10 +566,9 @@ def preprocess(
     """Build ``output`` (HDF5) from ``manifest``; return the summary, also written as JSON.
 
     ``progress``: None = tqdm on a terminal, plain log lines otherwise; False = silent. The summary goes
-    to ``summary_path`` (default ``preprocess_summary.json`` beside ``output``). With
-    ``settings.workers > 1`` samples are processed in "forkserver" worker processes, a script calling
-    this then needs the usual ``if __name__ == "__main__":`` guard; otherwise in
-    ``settings.thread_count()`` threads. The output is the same either way.
+    to ``summary_path`` (default ``preprocess_summary.json`` beside ``output``). Samples are processed
+    in forked worker processes or in threads (:meth:`PreprocessSettings.plan_parallelism`); the output
+    is the same either way, byte for byte.
     """
     manifest, output = Path(manifest), Path(output)
     t0 = time.perf_counter()
@@ -462,21 +580,21 @@ def preprocess(
     reduce_counts: Counter[int] = Counter()
     groups: list[str] = []
     views_written = masks_written = 0
-    bar = Progress(total, progress, "preprocess")
-    pool = None
+    videos = _reads_videos(manifest)
+    workers, threads = settings.plan_parallelism(videos=videos)
     local: SampleProcessor | None = None
-    threads = settings.thread_count(videos=_reads_videos(manifest))
-    results: Iterator[_Result] = iter(())
+    results: Iterable[_Result] = ()
+    bar = None
     try:
-        if settings.workers > 1:
-            ctx = multiprocessing.get_context("forkserver")
-            pool = ctx.Pool(settings.workers, initializer=_init_worker, initargs=(str(manifest), settings))
-            results = pool.imap(_work, _manifest_lines(manifest), chunksize=8)
+        if workers > 1:  # first: no thread of ours (progress bar, writer) runs when the workers fork
+            results = _ForkedResults(manifest, header, settings, workers, _manifest_lines(manifest),
+                                              PROCESS_CHUNK_VIDEO if videos else PROCESS_CHUNK)
         elif threads > 1:
             results = _threaded_results(manifest, header, settings, threads, _manifest_lines(manifest))
         else:
             local = SampleProcessor(manifest, header, settings)
             results = (local.process_line(n, text) for n, text in _manifest_lines(manifest))
+        bar = Progress(total, progress, "preprocess")
         with DatasetWriter(
             output,
             joint_names=header.joint_names,
@@ -516,13 +634,11 @@ def preprocess(
             split = split_by_group(groups, settings.split, settings.seed)
             writer.finish(split, settings.seed)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         close = getattr(results, "close", None)
         if close is not None:
-            close()  # a generator (threaded results): stop its threads now, not at garbage collection
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+            close()  # stop the threads or worker processes now, not at garbage collection
         if local is not None:
             local.close()
     seconds = time.perf_counter() - t0
@@ -544,7 +660,7 @@ def preprocess(
         "groups": len(set(groups)),
         "seconds": round(seconds, 3),
         "samples_per_second": round(len(groups) / seconds, 2) if seconds > 0 else None,
-        "settings": {**recorded, "workers": settings.workers, "threads": threads},
+        "settings": {**recorded, "workers": workers, "threads": threads},
     }
     write_json_atomic(Path(summary_path) if summary_path else output.parent / SUMMARY_NAME, summary)
     return summary

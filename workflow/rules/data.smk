@@ -75,4 +75,4 @@ rule preprocess:
         args=preprocess_args,
     shell:
         "smil preprocess {input.manifest} {output.dataset} --summary {output.summary} "
-        "--threads {threads} --quiet {params.args} > {log} 2>&1"
+        "--workers {threads} --quiet {params.args} > {log} 2>&1"
