@@ -605,6 +605,10 @@ def test_manifest_lines_from_other_writers(tmp_path: Path) -> None:
     manifest.write_text("\n".join([lines[0], lines[1][:-9], lines[2]]) + "\n")
     with pytest.raises(DataError, match=r"manifest.jsonl:2: not JSON"):
         preprocess(manifest, tmp_path / "d.h5", PreprocessSettings(image_size=32), progress=False)
+    manifest.write_bytes("\n".join([lines[0], lines[1], ""]).encode() + b'{"sample_id": "\xff"}\n')
+    for parallel in ({"workers": 1}, {"workers": 2}):
+        with pytest.raises(DataError, match=r"manifest.jsonl:3: not UTF-8 text"):
+            preprocess(manifest, tmp_path / "d.h5", PreprocessSettings(image_size=32, **parallel), progress=False)
 
 
 def test_real_replicant_renders_with_masks(tmp_path: Path, fixtures_dir: Path) -> None:

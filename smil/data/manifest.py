@@ -196,12 +196,14 @@ def write_manifest(path: str | Path, header: ManifestHeader, samples: Iterable[S
 def read_manifest_header(path: str | Path) -> ManifestHeader:
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, "rb") as fh:  # only the first line: a text reader would decode ahead of it
             first = fh.readline()
     except OSError as exc:
         raise DataError(f"cannot read manifest ({exc.strerror})", path=path) from None
     try:
-        obj = json.loads(first)
+        obj = json.loads(first.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"line 1 is not UTF-8 text ({exc.reason} at byte {exc.start})", path=path) from None
     except json.JSONDecodeError as exc:
         raise DataError(f"line 1 is not JSON ({exc.msg})", path=path) from None
     if not isinstance(obj, dict) or obj.get("kind") != MANIFEST_KIND:
@@ -229,13 +231,21 @@ def iter_manifest(path: str | Path) -> Iterator[SampleRecord]:
     """Yield the samples of a manifest, checking each line."""
     path = Path(path)
     read_manifest_header(path)
-    with open(path, encoding="utf-8") as fh:
+    with open(path, "rb") as fh:
         next(fh)
-        for lineno, line in enumerate(fh, start=2):
-            if not line.strip():
+        for lineno, raw in enumerate(fh, start=2):
+            if not raw.strip():
                 continue
             where = f"{path}:{lineno}"
-            yield SampleRecord.from_json(parse_manifest_line(line, where), where)
+            yield SampleRecord.from_json(parse_manifest_line(decode_manifest_line(raw, where), where), where)
+
+
+def decode_manifest_line(raw: bytes, where: str) -> str:
+    """A manifest line's bytes as text; bytes that are not UTF-8 are a :class:`DataError` naming ``where``."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=where) from None
 
 
 def resolve_reference(manifest_path: str | Path, ref: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ counts and reasons. The output appears only when complete (``DatasetWriter``).
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import math
 import multiprocessing
 import os
@@ -52,6 +53,7 @@ from smil.data.manifest import (
     ManifestHeader,
     SampleRecord,
     ViewRecord,
+    decode_manifest_line,
     iter_manifest,
     manifest_folder,
     parse_manifest_line,
@@ -62,7 +64,7 @@ from smil.data.splits import DEFAULT_FRACTIONS, parse_fractions, split_by_group,
 from smil.data.store import DatasetWriter, StoredSample
 from smil.errors import ConfigError, DataError
 from smil.progress import Progress
-from smil.io_utils import file_sha256, write_json_atomic
+from smil.io_utils import write_json_atomic
 
 SUMMARY_NAME = "preprocess_summary.json"
 MAX_LISTED_SKIPS = 1000
@@ -383,20 +385,20 @@ def _param_dims(spec: tuple[str, ...], num_joints: int) -> tuple[int, ...]:
 
 
 # --- worker processes ------------------------------------------------------------------------
-# Forked, so they start in milliseconds with the manifest's lines already in memory. Chunk c of the
-# lines goes to worker c mod N; each chunk's results come back as one pickled message of compact
-# arrays (_pack_results), and the parent takes them in chunk order: the output does not depend on N.
+# Forked, so they start in milliseconds with the modules and settings already loaded. Chunk c of the
+# sample lines goes to worker c mod N, which reads those lines from the manifest itself; each chunk's
+# results come back as one pickled message of compact arrays (_pack_results), and the parent takes
+# them in chunk order: the output does not depend on N.
 
 
 class _ForkedResults:
-    """Results of ``lines`` processed in ``workers`` forked processes, in manifest order; the processes
+    """Results of the lines ``refs`` processed in ``workers`` forked processes, in manifest order; the processes
     start when this is made (call it before starting any thread), iterate once, then :meth:`close`. A
     worker runs at most a pipe's buffer ahead of the parent, so memory does not grow with the manifest."""
 
     def __init__(self, manifest: Path, header: ManifestHeader, settings: PreprocessSettings, workers: int,
-                 lines: Iterable[tuple[int, str]], chunk: int):
-        items = list(lines)
-        self.chunks = len(range(0, len(items), chunk))
+                 refs: list[LineRef], chunk: int):
+        self.chunks = len(range(0, len(refs), chunk))
         self.workers = workers
         self.procs: list[Any] = []
         self.conns: list[Any] = []
@@ -406,7 +408,7 @@ class _ForkedResults:
         cv2.setNumThreads(1)  # the children inherit an OpenCV without a thread pool of its own
         try:
             for k in range(min(workers, self.chunks)):
-                mine = [items[i : i + chunk] for i in range(k * chunk, len(items), workers * chunk)]
+                mine = [refs[i : i + chunk] for i in range(k * chunk, len(refs), workers * chunk)]
                 receive, send = ctx.Pipe(duplex=False)
                 proc = ctx.Process(target=_worker_main, args=(send, manifest, header, settings, mine),
                                    name=f"smil-preprocess-{k}", daemon=True)
@@ -445,12 +447,13 @@ class _ForkedResults:
 
 
 def _worker_main(conn: Any, manifest: Path, header: ManifestHeader, settings: PreprocessSettings,
-                 chunks: list[list[tuple[int, str]]]) -> None:
+                 chunks: list[list[LineRef]]) -> None:
     processor = SampleProcessor(manifest, header, settings)
     try:
         for chunk in chunks:
             try:
-                message: tuple[str, Any] = ("ok", _pack_results([processor.process_line(n, t) for n, t in chunk]))
+                lines = _manifest_lines(manifest, chunk)
+                message: tuple[str, Any] = ("ok", _pack_results([processor.process_line(n, t) for n, t in lines]))
             except Exception as exc:  # the parent raises it when it reaches this chunk
                 conn.send_bytes(pickle.dumps(("error", exc)))
                 return
@@ -547,12 +550,35 @@ def _reads_videos(manifest: Path) -> bool:
     return first is not None and any(view.image.get("video") is not None for view in first.views)
 
 
-def _manifest_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with open(path, encoding="utf-8") as fh:
-        next(fh, None)
-        for lineno, text in enumerate(fh, start=2):
-            if text.strip():
-                yield lineno, text
+# A sample line of a manifest: (line number, byte offset, byte length)
+LineRef = tuple[int, int, int]
+
+
+def _index_manifest(path: Path) -> tuple[list[LineRef], str]:
+    """Where each sample line of the manifest is, and the file's SHA-256, in one pass over it."""
+    digest = hashlib.sha256()
+    index: list[LineRef] = []
+    with open(path, "rb") as fh:
+        pos = len(header := fh.readline())
+        digest.update(header)
+        for lineno, raw in enumerate(fh, start=2):
+            digest.update(raw)
+            if raw.strip():
+                index.append((lineno, pos, len(raw)))
+            pos += len(raw)
+    return index, digest.hexdigest()
+
+
+def _manifest_lines(path: Path, refs: list[LineRef]) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of the lines ``refs`` (consecutive ones are read together)."""
+    with open(path, "rb") as fh:
+        for start in range(0, len(refs), 256):
+            run = refs[start : start + 256]
+            first = run[0][1]
+            fh.seek(first)
+            data = fh.read(run[-1][1] + run[-1][2] - first)
+            for lineno, offset, length in run:
+                yield lineno, decode_manifest_line(data[offset - first : offset - first + length], f"{path}:{lineno}")
 
 
 def preprocess(
@@ -573,8 +599,9 @@ def preprocess(
     manifest, output = Path(manifest), Path(output)
     t0 = time.perf_counter()
     header = read_manifest_header(manifest)
-    total = sum(1 for _ in _manifest_lines(manifest))
-    recorded = {**settings.recorded(), "manifest": manifest.name, "manifest_sha256": file_sha256(manifest)}
+    index, sha256 = _index_manifest(manifest)
+    total = len(index)
+    recorded = {**settings.recorded(), "manifest": manifest.name, "manifest_sha256": sha256}
     skipped: list[dict[str, Any]] = []
     reasons: Counter[str] = Counter()
     reduce_counts: Counter[int] = Counter()
@@ -587,13 +614,13 @@ def preprocess(
     bar = None
     try:
         if workers > 1:  # first: no thread of ours (progress bar, writer) runs when the workers fork
-            results = _ForkedResults(manifest, header, settings, workers, _manifest_lines(manifest),
+            results = _ForkedResults(manifest, header, settings, workers, index,
                                               PROCESS_CHUNK_VIDEO if videos else PROCESS_CHUNK)
         elif threads > 1:
-            results = _threaded_results(manifest, header, settings, threads, _manifest_lines(manifest))
+            results = _threaded_results(manifest, header, settings, threads, _manifest_lines(manifest, index))
         else:
             local = SampleProcessor(manifest, header, settings)
-            results = (local.process_line(n, text) for n, text in _manifest_lines(manifest))
+            results = (local.process_line(n, text) for n, text in _manifest_lines(manifest, index))
         bar = Progress(total, progress, "preprocess")
         with DatasetWriter(
             output,

@@ -205,7 +205,20 @@ class DatasetWriter:
                 raise DataError(
                     f"sample '{s.sample_id}': expected shape {want}, got {got}", field=f"params.{name}"
                 )
-            self._param_shapes.setdefault(name, want)
+            if name not in self._param_shapes:
+                self._param_shapes[name] = want
+                self._create_param(name, want)
+
+    def _create_param(self, name: str, shape: tuple[int, ...]) -> None:
+        """The arrays of a body parameter, made when a sample first has it (not with the next block
+        write: that may be the last, slow step of a run). Earlier rows read as NaN / False."""
+        f, rows = self._h5, self._capacity
+        self._add_rows(S.param_path(name), f.create_dataset(
+            S.param_path(name), (rows, *shape), maxshape=(None, *shape), dtype=np.float32,
+            chunks=(S.SAMPLE_CHUNK, *shape) if shape else (S.COLUMN_CHUNK,), fillvalue=np.nan))
+        self._add_rows(S.has_param_path(name), f.create_dataset(
+            S.has_param_path(name), (rows,), maxshape=(None,), dtype=bool, chunks=(S.COLUMN_CHUNK,),
+            fillvalue=False))
 
     def flush(self) -> None:
         """Write the buffered samples: one h5py write per array for the whole block."""
@@ -262,14 +275,6 @@ class DatasetWriter:
         return arr
 
     def _put_param(self, name: str, shape: tuple[int, ...], block: list[StoredSample], n0: int) -> None:
-        path, has_path = S.param_path(name), S.has_param_path(name)
-        if path not in self._datasets:  # first appearance: earlier rows read as NaN / False (fill values)
-            f, rows = self._h5, self._capacity
-            self._add_rows(path, f.create_dataset(path, (rows, *shape), maxshape=(None, *shape), dtype=np.float32,
-                                                  chunks=(S.SAMPLE_CHUNK, *shape) if shape else (S.COLUMN_CHUNK,),
-                                                  fillvalue=np.nan))
-            self._add_rows(has_path, f.create_dataset(has_path, (rows,), maxshape=(None,), dtype=bool,
-                                                      chunks=(S.COLUMN_CHUNK,), fillvalue=False))
         n = len(block)
         has = np.array([name in s.params for s in block], dtype=bool)
         if has.all():
@@ -278,8 +283,8 @@ class DatasetWriter:
             values = np.full((n, *shape), np.nan, dtype=np.float32)
             for i in np.flatnonzero(has):
                 values[i] = np.asarray(block[i].params[name], dtype=np.float32)
-        self._put(path, n0, values)
-        self._put(has_path, n0, has)
+        self._put(S.param_path(name), n0, values)
+        self._put(S.has_param_path(name), n0, has)
 
     def finish(self, split: np.ndarray, split_seed: int) -> Path:
         """Write the split codes, close the file and rename it to ``path``. Returns ``path``."""
