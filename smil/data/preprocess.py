@@ -30,6 +30,7 @@ import math
 import multiprocessing
 import os
 import pickle
+import signal
 import sys
 import threading
 import time
@@ -448,6 +449,7 @@ class _ForkedResults:
 
 def _worker_main(conn: Any, manifest: Path, header: ManifestHeader, settings: PreprocessSettings,
                  chunks: list[list[LineRef]]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the workers
     processor = SampleProcessor(manifest, header, settings)
     try:
         for chunk in chunks:
@@ -463,39 +465,43 @@ def _worker_main(conn: Any, manifest: Path, header: ManifestHeader, settings: Pr
         conn.close()
 
 
-# StoredSample arrays, in this order, travel as one float32 row per sample (the file stores float32)
+# A chunk's numbers travel as one float32 array (the file stores float32): per sample its
+# StoredSample arrays in this order, then its body parameters; pickling them array by array, or
+# StoredSample objects, costs several times more at both ends.
 _PACKED_FIELDS = ("K", "R", "t", "keypoints2d", "visibility", "keypoints3d")
 
 
-def _pack_results(results: list[_Result]) -> list[tuple]:
-    """Results as plain tuples of bytes, strings and one float32 array per sample: pickling a
-    StoredSample array by array costs several times more."""
-    out = []
+def _pack_results(results: list[_Result]) -> tuple[list[tuple], np.ndarray]:
+    items, numbers = [], []
     for r in results:
         s = r.stored
         if s is None:
-            out.append((r.line, r.sample_id, r.reason, r.message))
+            items.append((r.line, r.sample_id, r.reason, r.message))
             continue
-        floats = np.concatenate([getattr(s, name).ravel() for name in _PACKED_FIELDS]).astype(np.float32)
-        params = {name: np.asarray(value, dtype=np.float32) for name, value in s.params.items()}
-        out.append((r.line, r.sample_id, r.reduce, s.group, s.session, s.frame, s.images, s.masks,
-                    s.view_valid.tobytes(), floats, params, [getattr(s, n).shape for n in _PACKED_FIELDS]))
-    return out
+        arrays = [getattr(s, name) for name in _PACKED_FIELDS] + [np.asarray(v) for v in s.params.values()]
+        numbers += [a.ravel() for a in arrays]
+        items.append((r.line, r.sample_id, r.reduce, s.group, s.session, s.frame, s.images, s.masks,
+                      s.view_valid.tobytes(), tuple(s.params), tuple(a.shape for a in arrays)))
+    return items, (np.concatenate(numbers).astype(np.float32) if numbers else np.zeros(0, np.float32))
 
 
-def _unpack_results(packed: list[tuple]) -> Iterator[_Result]:
-    for item in packed:
+def _unpack_results(packed: tuple[list[tuple], np.ndarray]) -> Iterator[_Result]:
+    items, numbers = packed
+    start = 0
+    for item in items:
         if len(item) == 4:
             yield _Result(item[0], item[1], reason=item[2], message=item[3])
             continue
-        line, sample_id, reduce, group, session, frame, images, masks, valid, floats, params, shapes = item
-        arrays, start = {}, 0
-        for name, shape in zip(_PACKED_FIELDS, shapes):
+        line, sample_id, reduce, group, session, frame, images, masks, valid, param_names, shapes = item
+        arrays = []
+        for shape in shapes:
             end = start + math.prod(shape)
-            arrays[name] = floats[start:end].reshape(shape)
+            arrays.append(numbers[start:end].reshape(shape))
             start = end
+        fields = dict(zip(_PACKED_FIELDS, arrays))
+        params = dict(zip(param_names, arrays[len(_PACKED_FIELDS) :]))
         stored = StoredSample(sample_id=sample_id, group=group, session=session, frame=frame, images=images,
-                              masks=masks, view_valid=np.frombuffer(valid, dtype=bool), params=params, **arrays)
+                              masks=masks, view_valid=np.frombuffer(valid, dtype=bool), params=params, **fields)
         yield _Result(line, sample_id, stored=stored, reduce=reduce)
 
 
