@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         result["synthetic_body_model"] = model_name
 
         # 1. preprocessing (writes work/{name}_preprocess.h5, the loader's input)
-        result["preprocess"] = {name: bench_preprocess.measure(name, manifest, work, settings, args.repeats)
+        result["preprocess"] = {name: bench_preprocess.measure_lean(name, manifest, work, settings, args.repeats)
                                 for name, manifest in inputs.items()}
 
         # 2. loader vs bare decode, and 3. raw replicAnt reading, interleaved

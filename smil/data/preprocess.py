@@ -25,7 +25,6 @@ counts and reasons. The output appears only when complete (``DatasetWriter``).
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import math
 import multiprocessing
 import os
@@ -65,7 +64,7 @@ from smil.data.splits import DEFAULT_FRACTIONS, parse_fractions, split_by_group,
 from smil.data.store import DatasetWriter, StoredSample
 from smil.errors import ConfigError, DataError
 from smil.progress import Progress
-from smil.io_utils import write_json_atomic
+from smil.io_utils import file_sha256, write_json_atomic
 
 SUMMARY_NAME = "preprocess_summary.json"
 MAX_LISTED_SKIPS = 1000
@@ -75,7 +74,7 @@ THREAD_CHUNK = 4  # manifest lines per thread task
 # 5 ms, leaves the other core idle longer; measured 1.98 → 1.84 ms per view on `smil synth` output)
 THREAD_SWITCH_INTERVAL_S = 0.001
 MAX_AUTO_PARALLEL = 4  # automatic workers or threads: one per available CPU, at most this many
-PROCESS_CHUNK = 16  # manifest lines per message from a worker process
+PROCESS_CHUNK = 16  # manifest lines per message from a worker process, at most (see _chunk_size)
 PROCESS_CHUNK_VIDEO = 256  # … for frames from videos: a worker seeks in a video once per chunk
 _CAN_FORK = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 Mask = np.ndarray | PackedMask  # a view's mask in source pixels (uint8 255 = animal, or packed bits)
@@ -392,6 +391,14 @@ def _param_dims(spec: tuple[str, ...], num_joints: int) -> tuple[int, ...]:
 # them in chunk order: the output does not depend on N.
 
 
+def _chunk_size(lines: int, workers: int, videos: bool) -> int:
+    """Lines per chunk: each worker gets at least 8 chunks (few lines of a short manifest must not
+    all go to one worker), and at most PROCESS_CHUNK lines go into one message."""
+    if videos:
+        return PROCESS_CHUNK_VIDEO
+    return max(1, min(PROCESS_CHUNK, lines // (8 * workers)))
+
+
 class _ForkedResults:
     """Results of the lines ``refs`` processed in ``workers`` forked processes, in manifest order; the processes
     start when this is made (call it before starting any thread), iterate once, then :meth:`close`. A
@@ -560,19 +567,16 @@ def _reads_videos(manifest: Path) -> bool:
 LineRef = tuple[int, int, int]
 
 
-def _index_manifest(path: Path) -> tuple[list[LineRef], str]:
-    """Where each sample line of the manifest is, and the file's SHA-256, in one pass over it."""
-    digest = hashlib.sha256()
+def _index_manifest(path: Path) -> list[LineRef]:
+    """Where each sample line of the manifest is."""
     index: list[LineRef] = []
     with open(path, "rb") as fh:
-        pos = len(header := fh.readline())
-        digest.update(header)
+        pos = len(fh.readline())
         for lineno, raw in enumerate(fh, start=2):
-            digest.update(raw)
             if raw.strip():
                 index.append((lineno, pos, len(raw)))
             pos += len(raw)
-    return index, digest.hexdigest()
+    return index
 
 
 def _manifest_lines(path: Path, refs: list[LineRef]) -> Iterator[tuple[int, str]]:
@@ -605,9 +609,8 @@ def preprocess(
     manifest, output = Path(manifest), Path(output)
     t0 = time.perf_counter()
     header = read_manifest_header(manifest)
-    index, sha256 = _index_manifest(manifest)
+    index = _index_manifest(manifest)
     total = len(index)
-    recorded = {**settings.recorded(), "manifest": manifest.name, "manifest_sha256": sha256}
     skipped: list[dict[str, Any]] = []
     reasons: Counter[str] = Counter()
     reduce_counts: Counter[int] = Counter()
@@ -621,12 +624,14 @@ def preprocess(
     try:
         if workers > 1:  # first: no thread of ours (progress bar, writer) runs when the workers fork
             results = _ForkedResults(manifest, header, settings, workers, index,
-                                              PROCESS_CHUNK_VIDEO if videos else PROCESS_CHUNK)
+                                              _chunk_size(total, workers, videos))
         elif threads > 1:
             results = _threaded_results(manifest, header, settings, threads, _manifest_lines(manifest, index))
         else:
             local = SampleProcessor(manifest, header, settings)
             results = (local.process_line(n, text) for n, text in _manifest_lines(manifest, index))
+        # hashed once the workers run: the one core this would keep busy alone is shared instead
+        recorded = {**settings.recorded(), "manifest": manifest.name, "manifest_sha256": file_sha256(manifest)}
         bar = Progress(total, progress, "preprocess")
         with DatasetWriter(
             output,
