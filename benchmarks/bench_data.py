@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_data.py [--repeats 3] [--items 1024] [--synthetic-samples 256] [--synth-samples 64]
+    python benchmarks/bench_data.py [--repeats 3] [--items 1024] [--synthetic-samples 1024] [--synth-samples 64]
 
 Inputs (built in a temporary folder, not timed):
 
@@ -275,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best is reported")
     ap.add_argument("--items", type=int, default=1024, help="loader items per timed pass")
-    ap.add_argument("--synthetic-samples", type=int, default=256, help="synthetic samples to preprocess and load")
+    ap.add_argument("--synthetic-samples", type=int, default=1024,
+                    help="synthetic samples to preprocess and load (default 1024; see bench_preprocess "
+                         "--smil-synth-samples)")
     ap.add_argument("--synth-samples", type=int, default=64, help="samples per bench_synth generation run")
     args = ap.parse_args(argv)
 
