@@ -15,7 +15,8 @@ def masks() -> list[np.ndarray]:
     out = [np.zeros((9, 13), np.uint8), np.full((8, 16), 255, np.uint8), np.zeros((1, 1), np.uint8)]
     for h, w in ((37, 53), (64, 64), (5, 200), (120, 7)):
         m = np.zeros((h, w), np.uint8)
-        cv2.ellipse(m, (int(rng.integers(0, w)), int(rng.integers(0, h))), (w // 3 + 1, h // 4 + 1), 20, 0, 360, 255, -1)
+        centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        cv2.ellipse(m, centre, (w // 3 + 1, h // 4 + 1), 20, 0, 360, 255, -1)
         out.append(m)
     noise = (rng.random((31, 45)) > 0.7).astype(np.uint8) * 255
     out.append(noise)

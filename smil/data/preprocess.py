@@ -400,9 +400,10 @@ def _chunk_size(lines: int, workers: int, videos: bool) -> int:
 
 
 class _ForkedResults:
-    """Results of the lines ``refs`` processed in ``workers`` forked processes, in manifest order; the processes
-    start when this is made (call it before starting any thread), iterate once, then :meth:`close`. A
-    worker runs at most a pipe's buffer ahead of the parent, so memory does not grow with the manifest."""
+    """Results of the lines ``refs`` processed in ``workers`` forked processes, in manifest order. The
+    processes start when this is made (make it before starting any thread); iterate once, then
+    :meth:`close`. A worker runs at most a pipe's buffer ahead of the parent, so memory does not grow
+    with the manifest."""
 
     def __init__(self, manifest: Path, header: ManifestHeader, settings: PreprocessSettings, workers: int,
                  refs: list[LineRef], chunk: int):
