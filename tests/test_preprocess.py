@@ -414,7 +414,7 @@ def test_a_worker_process_that_dies_is_one_clear_error(tmp_path: Path, monkeypat
     assert not (tmp_path / "d.h5").exists()
 
 
-def test_parallelism_plan() -> None:
+def test_parallelism_plan(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="not both"):
         PreprocessSettings(workers=2, threads=2)
     assert PreprocessSettings(workers=2).plan_parallelism() == (2, 1)
@@ -425,6 +425,10 @@ def test_parallelism_plan() -> None:
     want = (cpus, 1) if cpus > 1 and sys.platform.startswith("linux") else (1, cpus)
     assert PreprocessSettings().plan_parallelism() == want
     assert PreprocessSettings(workers=1).plan_parallelism() == (1, cpus)
+    monkeypatch.setattr(P, "_CAN_FORK", False)  # elsewhere than Linux: threads, and asking for workers is an error
+    assert PreprocessSettings().plan_parallelism() == (1, cpus)
+    with pytest.raises(ConfigError, match="needs Linux"):
+        PreprocessSettings(workers=2).plan_parallelism()
 
 
 def test_summary_is_written_beside_the_output(tmp_path: Path) -> None:

@@ -122,10 +122,14 @@ class PreprocessSettings:
         use (at most 4) unless ``threads`` is set. Otherwise threads in this process: ``threads``, or
         with 0 one per CPU (at most 4) — but one for a manifest of ``videos`` (threads taking turns
         on a video would each seek in it, which costs far more than decoding its frames in order).
-        Worker processes beat threads wherever more than one CPU is free: a third to a half of the
-        per-sample work holds Python's GIL, so threads wait on each other; forked processes start
-        in milliseconds and send back each chunk of results as one message."""
+        Worker processes are the faster choice on small images, where a third to a half of the
+        per-sample work holds Python's GIL and threads wait on each other; on large images decoding
+        (which releases it) dominates and the two are close. Forked processes start in milliseconds
+        and send back each chunk of results as one message."""
         if self.workers > 1:
+            if not _CAN_FORK:
+                raise ConfigError(f"worker processes are forked, which needs Linux (this is {sys.platform}); "
+                                  f"use threads instead", field="workers")
             return self.workers, 1
         cpus = min(MAX_AUTO_PARALLEL, available_cpus())
         if self.workers == 0 and not self.threads and not videos and _CAN_FORK and cpus > 1:
