@@ -74,3 +74,20 @@ def test_truncated_dataset_exit_2_without_traceback(tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(out) in lines[0] and "truncated or corrupt" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_preprocess_and_dataset_info_run_without_torch(tmp_path: Path) -> None:
+    """`smil preprocess` needs OpenCV, numpy and h5py only: the command line does not import torch
+    (2–3 s of start-up per call, and a heavier process for the preprocessing workers to fork)."""
+    manifest = make_manifest(tmp_path / "m", num_samples=4)
+    out = tmp_path / "d.h5"
+    script = (
+        "import sys\n"
+        "from smil.cli import main\n"
+        f"assert main(['preprocess', {str(manifest)!r}, {str(out)!r}, '--image-size', '32', '--quiet']) == 0\n"
+        f"assert main(['dataset', 'info', {str(out)!r}]) == 0\n"
+        "sys.exit(3 if 'torch' in sys.modules else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert out.is_file()

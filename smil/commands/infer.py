@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from smil.evaluate.infer import CROP_MODES
+from smil.evaluate.boxes import CROP_MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

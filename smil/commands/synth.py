@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from smil.data.synth import SynthSettings, write_synthetic_dataset
+from smil.data.synth_settings import SynthSettings
 from smil.errors import ConfigError
 
 
@@ -45,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int | None:
     from smil.body.model import SMILModel
+    from smil.data.synth import write_synthetic_dataset
 
     if args.num_samples < 1:
         raise ConfigError(f"--num-samples must be at least 1, got {args.num_samples}", field="num_samples")

@@ -34,14 +34,14 @@ from typing import Any
 
 import h5py
 import numpy as np
-import torch
 
 from smil.data.joint_mapping import build_joint_mapping
 from smil.data.manifest import ManifestHeader, SampleRecord, ViewRecord, write_manifest
 from smil.data.sleap_session import CameraStream, SleapSession, discover_sessions
 from smil.errors import DataError
-from smil.geometry.camera import undistort_points
-from smil.geometry.triangulation import triangulate_dlt
+
+# smil.geometry (torch) is imported where it is used: the command line registers this module, and
+# every smil command would otherwise start by importing torch
 
 DEFAULT_WORLD_UNIT_M = 0.001  # aniposelib: board square_length units, millimetres by convention
 _MAX_REASONS = 20
@@ -286,6 +286,8 @@ def _sample(
     points3d: np.ndarray | None,
     report: IngestReport,
 ) -> SampleRecord | None:
+    from smil.geometry.camera import undistort_points
+
     mapped = source_of >= 0
     views: list[ViewRecord] = []
     und_by_cam: dict[str, np.ndarray] = {}
@@ -351,6 +353,10 @@ def _check_frame(st: CameraStream, fidx: int) -> None:
 
 
 def _triangulate(s: SleapSession, und_by_cam: dict[str, np.ndarray]) -> np.ndarray:
+    import torch
+
+    from smil.geometry.triangulation import triangulate_dlt
+
     n = len(s.node_names)
     if len(und_by_cam) < 2:
         return np.full((n, 3), np.nan)
