@@ -484,6 +484,7 @@ _PACKED_FIELDS = ("K", "R", "t", "keypoints2d", "visibility", "keypoints3d")
 
 
 def _pack_results(results: list[_Result]) -> tuple[list[tuple], np.ndarray]:
+    """A bad sample travels as ``(line, sample_id, reason, message)``, a stored one as a longer tuple."""
     items, numbers = [], []
     for r in results:
         s = r.stored
@@ -628,8 +629,7 @@ def preprocess(
     bar = None
     try:
         if workers > 1:  # first: no thread of ours (progress bar, writer) runs when the workers fork
-            results = _ForkedResults(manifest, header, settings, workers, index,
-                                              _chunk_size(total, workers, videos))
+            results = _ForkedResults(manifest, header, settings, workers, index, _chunk_size(total, workers, videos))
         elif threads > 1:
             results = _threaded_results(manifest, header, settings, threads, _manifest_lines(manifest, index))
         else:
