@@ -22,6 +22,11 @@ Data: small synthetic datasets made on the fly on the CPU (default body model �
 pre-fetched to the GPU, so data loading is not in the step; the config's DataLoader is timed alone
 (``loader_images_per_s``) to show whether it can feed the GPU.
 
+``--compile MODE ...`` (default on a GPU: ``reduce-overhead``) adds the same full steps of a second
+trainer made with ``optim.compile=MODE`` (heads and loss compiled, CUDA graphs with reduce-overhead;
+the backbone as it is), timed in the same interleaved rounds against the same reference; their first
+step, which compiles, is reported (``first_step_s``) and not timed.
+
 Also reported per mode: stage times of one step with the device synchronised between stages
 (``stages_ms``), an operator census (ATen operators ≈ kernel launches, and host-device
 synchronisations) per stage, ``SmilLoss`` forward + backward per term alone, and peak GPU memory
@@ -183,12 +188,27 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path, device: torch.devi
     n_img = sum(BT.images_in(b) for b in batches)
     errors: dict[str, str] = {}
     steps = {"backbone": BT.backbone_step_fn(trainer)}
+    variants: dict[str, int] = {}  # full-step variant → epoch
     for label, ep in epochs.items():
         steps[f"full_{label}"] = BT.full_step_fn(trainer, ep)
-    for name in list(steps):  # one failing variant must not cost the others' numbers
+        variants[f"full_{label}"] = ep
+    compiled: dict[str, Any] = {}
+    attempt(errors, "compiled set-up", lambda: compiled.update(BT.compiled_trainers(
+        REPO / spec["config"], data["body_model"], data[mode], root / f"out_{mode}", overrides, args.compile,
+        str(device))))
+    for cmode, other in compiled.items():
+        for label, ep in epochs.items():
+            steps[f"full_{label}_compiled_{cmode}"] = BT.full_step_fn(other, ep)
+            variants[f"full_{label}_compiled_{cmode}"] = ep
+    compile_s: dict[str, float] = {}
+    for name in list(steps):  # one failing variant must not cost the others' numbers (the first call compiles)
+        t0 = time.perf_counter()
         if not attempt(errors, name, lambda: steps[name](batches[0])):
             del steps[name]
+            variants.pop(name, None)
             epochs = {k: v for k, v in epochs.items() if f"full_{k}" != name}
+        elif "_compiled_" in name:
+            compile_s[name] = round(time.perf_counter() - t0, 1)
     if "backbone" not in steps:
         return {"mode": mode, "errors": errors}
     t = BT.time_interleaved(steps, batches, device, args.seconds, min_rounds=3, warmup_rounds=2)
@@ -211,10 +231,10 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path, device: torch.devi
             "ms_per_step": round(1000 * t["backbone"] / len(batches), 2),
         },
     }
-    for label, ep in epochs.items():
-        tt = t[f"full_{label}"]
+    for name, ep in variants.items():
+        tt = t[name]
         weights = curriculum_weights(cfg.loss.weights, cfg.loss.curriculum, ep)
-        row[f"full_{label}"] = {
+        row[name] = {
             "epoch": ep,
             "loss_terms": {k: v for k, v in weights.items() if v != 0},
             "steps_per_s": round(len(batches) / tt, 3),
@@ -224,6 +244,8 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path, device: torch.devi
             "overhead": round(tt / t["backbone"] - 1.0, 3),
             "goal_met": tt / t["backbone"] - 1.0 <= 0.30,
         }
+        if name in compile_s:
+            row[name]["first_step_s"] = compile_s[name]  # compilation included; not in the timings
     # Where the time goes (at the heaviest epoch timed), then memory and the DataLoader alone.
     ep_last = max(epochs.values()) if epochs else 0
     for label, ep in epochs.items():
@@ -236,9 +258,8 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path, device: torch.devi
         attempt(errors, "render_sweep", lambda: row.update(
             render=render_sweep(trainer, batches[0], ep_last, max(args.seconds / 4, 1.0))))
     attempt(errors, "memory_backbone", lambda: row["backbone"].update(memory=gpu_memory(steps["backbone"], batches, device)))
-    for label in epochs:
-        attempt(errors, f"memory_{label}", lambda: row[f"full_{label}"].update(
-            memory=gpu_memory(steps[f"full_{label}"], batches, device)))
+    for name in variants:
+        attempt(errors, f"memory_{name}", lambda: row[name].update(memory=gpu_memory(steps[name], batches, device)))
     if args.loader_seconds > 0:
         attempt(errors, "loader", lambda: row.update(
             loader_images_per_s=round(BT.loader_throughput(trainer, args.loader_seconds, 0), 1),
@@ -269,22 +290,20 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 def summary_table(report: dict[str, Any]) -> str:
-    lines = ["mode        variant              steps/s  images/s  ms/step  overhead  goal  peak MiB",
-             "----------  -------------------  -------  --------  -------  --------  ----  --------"]
+    lines = ["mode        variant                                   steps/s  images/s  ms/step  overhead  goal  peak MiB",
+             "----------  ----------------------------------------  -------  --------  -------  --------  ----  --------"]
     for r in report["results"]:
         for name, err in r.get("errors", {}).items():
-            lines.append(f"{r['mode']:<10}  {name:<19}  FAILED: {err[:90]}")
-        for key in ("backbone", "full_no_silhouette", "full_silhouette"):
-            if key not in r:
-                continue
+            lines.append(f"{r['mode']:<10}  {name:<40}  FAILED: {err[:90]}")
+        for key in [k for k in r if k == "backbone" or k.startswith("full_")]:
             x = r[key]
             over = "" if key == "backbone" else f"{x['overhead']:+.1%}"
             goal = "" if key == "backbone" else ("ok" if x["goal_met"] else "MISS")
             mem = x.get("memory", {}).get("peak_mib", "")
-            lines.append(f"{r['mode']:<10}  {key:<19}  {x['steps_per_s']:>7.2f}  {x['images_per_s']:>8.1f}  "
+            lines.append(f"{r['mode']:<10}  {key:<40}  {x['steps_per_s']:>7.2f}  {x['images_per_s']:>8.1f}  "
                          f"{x['ms_per_step']:>7.1f}  {over:>8}  {goal:>4}  {mem!s:>8}")
         if "loader_images_per_s" in r:
-            lines.append(f"{r['mode']:<10}  {'DataLoader alone':<19}  {'':>7}  {r['loader_images_per_s']:>8.1f}  "
+            lines.append(f"{r['mode']:<10}  {'DataLoader alone':<40}  {'':>7}  {r['loader_images_per_s']:>8.1f}  "
                          f"({r['loader_workers']} workers)")
     return "\n".join(lines)
 
@@ -302,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--multi-samples", type=int, default=None, help="default 32 (tiny 3)")
     parser.add_argument("--data-dir", type=Path, default=None, help="keep/reuse generated datasets here")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON report here")
+    parser.add_argument("--compile", nargs="*", default=None, choices=["default", "reduce-overhead"],
+                        help="also time the full steps with optim.compile set to these modes (default on cuda: "
+                             "reduce-overhead; none on the CPU); give it no value to skip")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra config override key=value for every mode (repeatable)")
     args = parser.parse_args(argv)
@@ -311,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     args.loader_seconds = args.loader_seconds if args.loader_seconds is not None else (0.0 if tiny else 5.0)
     args.single_samples = args.single_samples if args.single_samples is not None else (6 if tiny else 64)
     args.multi_samples = args.multi_samples if args.multi_samples is not None else (3 if tiny else 32)
+    if args.compile is None:
+        args.compile = [] if args.device == "cpu" else ["reduce-overhead"]
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -27,8 +27,12 @@ synchronised between stages; ``SmilLoss`` forward + backward alone on fixed pred
 configured term on its own, all terms without and with the IEF intermediate losses; and an operator
 census per stage (ATen operators, ≈ kernel launches on a GPU, and host-device synchronisations).
 
+``--compile MODE ...`` adds the full step of a second trainer made with ``optim.compile=MODE`` (heads
+and loss compiled, the backbone as it is), timed in the same interleaved rounds; its first step, which
+compiles, is not timed.
+
     python benchmarks/bench_train.py [--configs config/experiments/tiny_singleview.json ...]
-        [--batches 4] [--seconds 20] [--threads N] [--breakdown] [--data-dir DIR]
+        [--batches 4] [--seconds 20] [--threads N] [--breakdown] [--compile default] [--data-dir DIR]
 
 Prints one JSON object (progress on stderr).
 """
@@ -207,6 +211,7 @@ def full_step_fn(trainer: Trainer, epoch: int, loss: SmilLoss | None = None) -> 
     acc = _Accumulator(cfg.optim.accumulate)
 
     def step(batch: dict[str, torch.Tensor]) -> None:
+        trainer._begin_step()
         set_backbone_trainable(trainer.model, not frozen)
         trainer.model.train()
         if frozen:
@@ -220,6 +225,16 @@ def full_step_fn(trainer: Trainer, epoch: int, loss: SmilLoss | None = None) -> 
             optimizer_step(trainer.optimizer, trainer.scaler, list(trainer.model.parameters()), cfg.optim.grad_clip)
 
     return step
+
+
+def compiled_trainers(
+    config: str | Path | dict[str, Any], body_model: Path, dataset: Path, work: Path, overrides: list[str],
+    modes: list[str], device: str | None = None,
+) -> dict[str, Trainer]:
+    """One more trainer per ``optim.compile`` mode, for a compiled full step timed beside the eager
+    one in the same run (same config and seed, so the same start; compiled at its first step)."""
+    return {mode: make_trainer(config, body_model, dataset, work / f"out_compile_{mode}",
+                               [*overrides, f"optim.compile={mode}"], device) for mode in modes}
 
 
 def optimizer_step(optimizer, scaler, params: list[torch.nn.Parameter], grad_clip: float) -> None:
@@ -509,7 +524,7 @@ def loss_breakdown(trainer: Trainer, batches: list[dict], epoch: int, seconds: f
 def bench_config(
     config: str | Path | dict[str, Any], data: dict[str, Path], work: Path, *, batches: int, seconds: float,
     breakdown: bool, overrides: list[str] = (), device: str | None = None, loader_seconds: float = 0.0,
-    epoch: int | None = None, label: str | None = None,
+    epoch: int | None = None, label: str | None = None, compile_modes: list[str] = (),
 ) -> dict[str, Any]:
     mode = config["mode"] if isinstance(config, dict) else load_config(config, overrides=list(overrides)).mode
     trainer = make_trainer(config, data["body_model"], data[mode], work / "out", list(overrides), device)
@@ -523,6 +538,13 @@ def bench_config(
     steps = {"backbone": backbone_step_fn(trainer), "full": full_step_fn(trainer, ep)}
     if breakdown:
         steps["head_trivial_loss"] = head_step_fn(trainer)
+    compiled = compiled_trainers(config, data["body_model"], data[mode], work, list(overrides), list(compile_modes),
+                                 device)
+    for cmode, other in compiled.items():
+        steps[f"full_compiled_{cmode}"] = full_step_fn(other, ep)
+        t0 = time.perf_counter()
+        steps[f"full_compiled_{cmode}"](fetched[0])
+        log(f"{name}: compile {cmode}: first step {time.perf_counter() - t0:.1f} s")
     t = time_interleaved(steps, fetched, trainer.device, seconds)
     weights = curriculum_weights(cfg.loss.weights, cfg.loss.curriculum, ep)
     row: dict[str, Any] = {
@@ -546,6 +568,13 @@ def bench_config(
         "ratio": round(t["backbone"] / t["full"], 3),
         "overhead": round(t["full"] / t["backbone"] - 1.0, 3),
     }
+    for cmode in compiled:
+        tc = t[f"full_compiled_{cmode}"]
+        row[f"compiled_{cmode}"] = {
+            "full_images_per_s": round(n_img / tc, 2), "full_ms_per_step": round(1000 * tc / len(fetched), 1),
+            "ratio": round(t["backbone"] / tc, 3), "overhead": round(tc / t["backbone"] - 1.0, 3),
+            "speed-up_over_eager": round(t["full"] / tc, 3),
+        }
     if breakdown:
         row["head_trivial_loss_ms_per_step"] = round(1000 * t["head_trivial_loss"] / len(fetched), 1)
         row["stages_ms"] = stage_profile(trainer, ep, fetched)
@@ -573,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the generated datasets here (reused when present; default: a temp folder)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="config override key=value for every config (repeatable)")
+    parser.add_argument("--compile", nargs="+", default=[], choices=["default", "reduce-overhead"],
+                        help="also time the full step with optim.compile set to these modes (same run)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -590,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(bench_config(
                 config, data, Path(tmp) / Path(config).stem, batches=args.batches, seconds=args.seconds,
                 breakdown=args.breakdown, overrides=args.overrides, loader_seconds=args.loader_seconds,
+                compile_modes=args.compile,
             ))
     report = {
         "benchmark": "train_step",

@@ -153,6 +153,11 @@ class OptimConfig:
     amp: Literal["off", "bf16", "fp16"] = field(
         default="off", metadata=_meta("mixed precision on CUDA (always off on CPU)")
     )
+    compile: Literal["off", "default", "reduce-overhead"] = field(
+        default="off",
+        metadata=_meta("torch.compile the regressor and the loss with this mode (reduce-overhead: CUDA graphs "
+                       "on a GPU); fewer, fused kernels per step"),
+    )
 
 
 @dataclass

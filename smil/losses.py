@@ -188,7 +188,7 @@ def _block_means(names: list[str], sizes: list[int], unit: float, dtype, device)
     scale = torch.tensor(
         [(1.0 / unit**2 if name == "trans" else 1.0) / size for name, size in zip(names, sizes)], dtype=dtype
     )
-    owner = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    owner = torch.tensor([k for k, size in enumerate(sizes) for _ in range(size)])
     m = torch.zeros(sum(sizes), len(sizes), dtype=dtype)
     m[torch.arange(sum(sizes)), owner] = scale[owner]
     return m.to(device)
@@ -336,6 +336,13 @@ class SmilLoss(torch.nn.Module):
         self.s = settings
         self.register_buffer("jw", settings.joint_weights.clone())
         self._constants: dict[tuple, torch.Tensor] = {}  # device tensors built once, by key
+        self._terms = self.terms  # or its compiled form (compile_terms)
+
+    def compile_terms(self, **options: Any) -> None:
+        """Evaluate the terms through ``torch.compile(**options)``: the body model and every term in
+        fused kernels. The weighting stays outside, so changing weights never recompiles; a curriculum
+        stage that switches a term on or off compiles once more."""
+        self._terms = torch.compile(self.terms, **options)
 
     def forward(
         self, pred: dict[str, Any], batch: dict[str, torch.Tensor], epoch: int = 0
@@ -345,7 +352,7 @@ class SmilLoss(torch.nn.Module):
         iterations = pred.get("iterations") or []
         use_inter = self.s.ief_intermediate_weight > 0 and len(iterations) > 1
         stacked = stack_iterations(pred, list(iterations[:-1]) if use_inter else [])
-        per_iter, final = self.terms(stacked, batch, active)
+        per_iter, final = self._terms(stacked, batch, active)
         parts: list[torch.Tensor] = []
         values: dict[str, torch.Tensor] = {}
         if per_iter:
@@ -412,7 +419,9 @@ class SmilLoss(torch.nn.Module):
         if "keypoints3d" in active:
             per_iter["keypoints3d"] = keypoints3d_loss(joints, batch["keypoints3d"], self.jw, self.s.body_unit)
         if "params" in active:
-            per_iter["params"] = params_loss(p, batch, self.s.image_size, self.s.body_unit, rot, self._constants)
+            # compiled, the constants are part of the graph: no cache (its filling would recompile)
+            cache = None if torch.compiler.is_compiling() else self._constants
+            per_iter["params"] = params_loss(p, batch, self.s.image_size, self.s.body_unit, rot, cache)
         if "silhouette" in active and "mask" in batch:
             K, R, t = self._cameras(p, rot["cam_rot"], self.s.silhouette_size)
             verts = body.vertices.view(n_iter, B, *body.vertices.shape[1:])[-1]

@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from smil.config import TrainConfig, to_dict
+from smil.config import TrainConfig, deep_merge, to_dict
 from smil.data.batching import collate_items
 from smil.data.datasets import create_dataset
 from smil.errors import ConfigError, DataError
@@ -82,6 +83,26 @@ class EpochSampler(DistributedSampler):
         n = len(self.dataset)
         take = max(self.num_replicas, int(math.ceil(n * self.fraction)))
         return int(math.ceil(take / self.num_replicas))
+
+
+def compile_for_training(model: torch.nn.Module, loss: SmilLoss, mode: str) -> None:
+    """``torch.compile`` every part of the regressor but its backbone (the heads, keypoint heatmaps,
+    cross-view attention, triangulation), and the loss's terms (body model, projections, rendering),
+    with ``mode`` ("default" or "reduce-overhead"): the step's many small operators become a few fused
+    kernels. The backbone stays as it is: its few large operators are not what costs there. In place
+    (``Module.compile``), so parameter names, checkpoints and DDP wrapping are unchanged. Compilation
+    happens at the first step of each kind (training, evaluation, a shorter last batch, a curriculum
+    stage that switches a term on or off).
+
+    ``SMIL_COMPILE_BACKEND`` picks another torch.compile backend than inductor, e.g. ``aot_eager``
+    (torch's graph capture and autograd, no generated kernels) to tell a tracing problem from a
+    code-generation one; the mode applies to inductor only."""
+    backend = os.environ.get("SMIL_COMPILE_BACKEND", "inductor")
+    options = {"backend": backend, **({"mode": mode} if backend == "inductor" else {})}
+    for name, part in model.named_children():
+        if name != "backbone" and not isinstance(part, torch.nn.ModuleList):
+            part.compile(**options)
+    loss.compile_terms(**options)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -197,6 +218,8 @@ class Trainer:
             silhouette_sigma=cfg.loss.silhouette_sigma,
         )
         self.loss = SmilLoss(self.body, settings).to(self.device)
+        if cfg.optim.compile != "off":
+            compile_for_training(self.model, self.loss, cfg.optim.compile)
         # One fused kernel per step on CUDA (no per-parameter host reads); multi-tensor kernels elsewhere.
         fused = all(p.is_cuda for p in self.model.parameters())
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, cfg.optim), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
@@ -235,7 +258,22 @@ class Trainer:
         return self.out / "checkpoints" / "last.pt"
 
     def _config_json(self) -> str:
-        return json.dumps(to_dict(self.cfg), sort_keys=True, default=str)
+        return self._config_json_of(self.cfg)
+
+    def _same_config(self, stored: str | None) -> bool:
+        """Whether a checkpoint's config is this run's. Fields added to the config since the
+        checkpoint was written count at their defaults, so upgrading smil does not restart a run."""
+        if stored is None:
+            return False
+        try:
+            old = deep_merge(json.loads(self._config_json_of(TrainConfig())), json.loads(stored))
+        except (json.JSONDecodeError, TypeError, AttributeError):
+            return False
+        return old == json.loads(self._config_json())
+
+    @staticmethod
+    def _config_json_of(cfg: TrainConfig) -> str:
+        return json.dumps(to_dict(cfg), sort_keys=True, default=str)
 
     def save_checkpoint(self, epoch: int) -> None:
         if self.info.is_main:
@@ -263,7 +301,7 @@ class Trainer:
                 raise CheckpointError("--resume given but there is no rolling checkpoint", path=path)
             return
         state = load_weights_only(path)
-        if state.get("config") != self._config_json():
+        if not self._same_config(state.get("config")):
             if self.resume_required:
                 raise CheckpointError(
                     "the rolling checkpoint was written with a different config; remove it or drop --resume",
@@ -316,6 +354,7 @@ class Trainer:
         progress = self._progress(steps, f"epoch {epoch + 1}/{cfg.optim.epochs}")
         self.optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(self.loader):
+            self._begin_step()
             set_learning_rate(self.optimizer, learning_rate(cfg.optim, epoch, step / max(steps, 1)))
             batch = self.prepare(batch)
             last_of_group = (step + 1) % cfg.optim.accumulate == 0 or step + 1 == steps
@@ -363,6 +402,7 @@ class Trainer:
         loader = self._loader(self.val_ds, None) if len(self.val_ds) else []
         err_sum, err_n, loss_sum, batches = 0.0, 0, 0.0, 0
         for batch in loader:
+            self._begin_step()
             batch = self.prepare(batch)
             pred = run_model(self.model, batch, self.cfg.mode)
             total, _ = self.loss(pred, batch, epoch)
@@ -435,6 +475,12 @@ class Trainer:
         from smil.train.curves import plot_loss_curves
 
         plot_loss_curves(self.history, self.out / "loss_curves.png")
+
+    def _begin_step(self) -> None:
+        """With CUDA graphs (compile mode reduce-overhead), tell torch that the previous step's graph
+        outputs are no longer read, so the next replay may reuse their memory."""
+        if self.cfg.optim.compile == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
 
     def _autocast(self):
         if not self.use_amp:
