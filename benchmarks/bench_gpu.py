@@ -163,7 +163,9 @@ def attempt(errors: dict[str, str], name: str, fn) -> bool:
         return False
 
 
-def run_mode(mode: str, args: argparse.Namespace, root: Path, device: torch.device) -> dict[str, Any]:
+def run_mode(mode: str, args: argparse.Namespace, root: Path, device: torch.device, save) -> dict[str, Any]:
+    """One mode's numbers; ``save(row)`` is called whenever a stage's numbers are in, so a run stopped
+    by its time limit keeps them."""
     spec = MODES[mode]
     overrides = list(spec["overrides"])
     if args.tiny:
@@ -187,31 +189,6 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path, device: torch.devi
     batches = BT.prefetch(trainer, args.batches, max(epochs.values()))
     n_img = sum(BT.images_in(b) for b in batches)
     errors: dict[str, str] = {}
-    steps = {"backbone": BT.backbone_step_fn(trainer)}
-    variants: dict[str, int] = {}  # full-step variant → epoch
-    for label, ep in epochs.items():
-        steps[f"full_{label}"] = BT.full_step_fn(trainer, ep)
-        variants[f"full_{label}"] = ep
-    compiled: dict[str, Any] = {}
-    attempt(errors, "compiled set-up", lambda: compiled.update(BT.compiled_trainers(
-        REPO / spec["config"], data["body_model"], data[mode], root / f"out_{mode}", overrides, args.compile,
-        str(device))))
-    for cmode, other in compiled.items():
-        for label, ep in epochs.items():
-            steps[f"full_{label}_compiled_{cmode}"] = BT.full_step_fn(other, ep)
-            variants[f"full_{label}_compiled_{cmode}"] = ep
-    compile_s: dict[str, float] = {}
-    for name in list(steps):  # one failing variant must not cost the others' numbers (the first call compiles)
-        t0 = time.perf_counter()
-        if not attempt(errors, name, lambda: steps[name](batches[0])):
-            del steps[name]
-            variants.pop(name, None)
-            epochs = {k: v for k, v in epochs.items() if f"full_{k}" != name}
-        elif "_compiled_" in name:
-            compile_s[name] = round(time.perf_counter() - t0, 1)
-    if "backbone" not in steps:
-        return {"mode": mode, "errors": errors}
-    t = BT.time_interleaved(steps, batches, device, args.seconds, min_rounds=3, warmup_rounds=2)
     row: dict[str, Any] = {
         "mode": mode,
         "config": spec["config"],
@@ -223,29 +200,35 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path, device: torch.devi
         "accumulate": cfg.optim.accumulate,
         "amp": cfg.optim.amp if trainer.use_amp else "off",
         "images_per_step": n_img / len(batches),
-        "rounds": t["rounds"],
         "data_build_s": round(data_s, 1),
-        "backbone": {
-            "steps_per_s": round(len(batches) / t["backbone"], 3),
-            "images_per_s": round(n_img / t["backbone"], 1),
-            "ms_per_step": round(1000 * t["backbone"] / len(batches), 2),
-        },
+        "errors": errors,
     }
-    for name, ep in variants.items():
-        tt = t[name]
-        weights = curriculum_weights(cfg.loss.weights, cfg.loss.curriculum, ep)
-        row[name] = {
-            "epoch": ep,
-            "loss_terms": {k: v for k, v in weights.items() if v != 0},
-            "steps_per_s": round(len(batches) / tt, 3),
-            "images_per_s": round(n_img / tt, 1),
-            "ms_per_step": round(1000 * tt / len(batches), 2),
-            "ratio": round(t["backbone"] / tt, 3),
-            "overhead": round(tt / t["backbone"] - 1.0, 3),
-            "goal_met": tt / t["backbone"] - 1.0 <= 0.30,
-        }
-        if name in compile_s:
-            row[name]["first_step_s"] = compile_s[name]  # compilation included; not in the timings
+    steps = {"backbone": BT.backbone_step_fn(trainer)}
+    variants: dict[str, int] = {}  # full-step variant → epoch
+    for label, ep in epochs.items():
+        steps[f"full_{label}"] = BT.full_step_fn(trainer, ep)
+        variants[f"full_{label}"] = ep
+    # 1. the eager steps against the backbone (saved before anything slower is tried)
+    if not time_variants(row, steps, variants, batches, cfg, args, device, errors):
+        return row
+    epochs = {k: v for k, v in epochs.items() if f"full_{k}" in variants}
+    save(row)
+    # 2. compiled steps, against the backbone again in their own rounds
+    compiled: dict[str, Any] = {}
+    attempt(errors, "compiled set-up", lambda: compiled.update(BT.compiled_trainers(
+        REPO / spec["config"], data["body_model"], data[mode], root / f"out_{mode}", overrides, args.compile,
+        str(device))))
+    if compiled:
+        csteps = {"backbone": steps["backbone"]}
+        cvariants: dict[str, int] = {}
+        for cmode, other in compiled.items():
+            for label, ep in epochs.items():
+                csteps[f"full_{label}_compiled_{cmode}"] = BT.full_step_fn(other, ep)
+                cvariants[f"full_{label}_compiled_{cmode}"] = ep
+        time_variants(row, csteps, cvariants, batches, cfg, args, device, errors, label="compiled_rounds")
+        steps.update(csteps)
+        variants.update(cvariants)
+        save(row)
     # Where the time goes (at the heaviest epoch timed), then memory and the DataLoader alone.
     ep_last = max(epochs.values()) if epochs else 0
     for label, ep in epochs.items():
@@ -264,9 +247,52 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path, device: torch.devi
         attempt(errors, "loader", lambda: row.update(
             loader_images_per_s=round(BT.loader_throughput(trainer, args.loader_seconds, 0), 1),
             loader_workers=cfg.data.num_workers))
-    row["errors"] = errors
     BT.log(json.dumps({k: row[k] for k in row if k.startswith(("full_", "backbone"))}))
     return row  # the trainer goes with this frame; main() empties the CUDA cache
+
+
+def time_variants(
+    row: dict[str, Any], steps: dict[str, Any], variants: dict[str, int], batches: list[dict], cfg,
+    args: argparse.Namespace, device: torch.device, errors: dict[str, str], label: str = "rounds",
+) -> bool:
+    """Time ``steps`` (the backbone and full-step ``variants``) in interleaved rounds and put each
+    variant's numbers, against this round's backbone, in ``row``. A variant whose first call fails is
+    dropped with its error (the first call also compiles, timed as ``first_step_s``). False when the
+    backbone itself fails."""
+    first_s: dict[str, float] = {}
+    for name in list(steps):  # one failing variant must not cost the others' numbers
+        t0 = time.perf_counter()
+        if attempt(errors, name, lambda: steps[name](batches[0])):
+            first_s[name] = round(time.perf_counter() - t0, 1)
+        else:
+            del steps[name]
+            variants.pop(name, None)
+    if "backbone" not in steps:
+        return False
+    t = BT.time_interleaved(steps, batches, device, args.seconds, min_rounds=3, warmup_rounds=2)
+    n_img = sum(BT.images_in(b) for b in batches)
+    row[label] = t["rounds"]
+    row.setdefault("backbone", {
+        "steps_per_s": round(len(batches) / t["backbone"], 3),
+        "images_per_s": round(n_img / t["backbone"], 1),
+        "ms_per_step": round(1000 * t["backbone"] / len(batches), 2),
+    })
+    for name, ep in variants.items():
+        tt = t[name]
+        weights = curriculum_weights(cfg.loss.weights, cfg.loss.curriculum, ep)
+        row[name] = {
+            "epoch": ep,
+            "loss_terms": {k: v for k, v in weights.items() if v != 0},
+            "steps_per_s": round(len(batches) / tt, 3),
+            "images_per_s": round(n_img / tt, 1),
+            "ms_per_step": round(1000 * tt / len(batches), 2),
+            "backbone_ms_per_step": round(1000 * t["backbone"] / len(batches), 2),  # this round's reference
+            "ratio": round(t["backbone"] / tt, 3),
+            "overhead": round(tt / t["backbone"] - 1.0, 3),
+            "goal_met": tt / t["backbone"] - 1.0 <= 0.30,
+            "first_step_s": first_s.get(name),
+        }
+    return True
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -358,7 +384,12 @@ def main(argv: list[str] | None = None) -> int:
         root = args.data_dir or Path(tmp)
         for mode in args.modes:
             row: dict[str, Any] = {"mode": mode, "errors": {}}
-            attempt(row["errors"], f"{mode} set-up", lambda: row.update(run_mode(mode, args, root, device)))
+
+            def save(partial: dict[str, Any]) -> None:
+                if args.out is not None:
+                    write_report(args.out, {**report, "results": [*report["results"], partial]})
+
+            attempt(row["errors"], f"{mode} set-up", lambda: row.update(run_mode(mode, args, root, device, save)))
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             report["results"].append(row)

@@ -311,13 +311,15 @@ def test_compiled_step_matches_eager(tmp_path: Path, tiny_data: dict) -> None:
 
 
 def test_compiled_runs_train_like_eager_ones(tmp_path: Path, tiny_data: dict, monkeypatch) -> None:
-    """A whole multi-view run compiled (training with a curriculum stage, validation, checkpoint,
-    model.pt), through torch's graph capture without generated kernels (SMIL_COMPILE_BACKEND=aot_eager)."""
+    """A whole multi-view run compiled (training with the silhouette term, whose renderer is not traced,
+    and a curriculum stage; validation, checkpoint, model.pt), through torch's graph capture without
+    generated kernels (SMIL_COMPILE_BACKEND=aot_eager)."""
     import torch._dynamo
 
     monkeypatch.setenv("SMIL_COMPILE_BACKEND", "aot_eager")
-    cfg = config(tmp_path, tiny_data, "multiview", optim__epochs=2, data__augment=False,
-                 loss__curriculum={"1": {"keypoints2d": 2.0, "params": 0.5}})
+    cfg = config(tmp_path, tiny_data, "multiview", optim__epochs=2, data__augment=False, loss__silhouette_size=32,
+                 loss__weights={**load_config(data={"mode": "multiview"}).loss.weights, "silhouette": 0.1},
+                 loss__curriculum={"1": {"keypoints2d": 2.0, "silhouette": 0.2}})
     eager = fit(cfg, tmp_path / "eager")
     torch._dynamo.reset()
     compiled = fit(cfg, tmp_path / "compiled", "optim.compile=default")
@@ -325,7 +327,8 @@ def test_compiled_runs_train_like_eager_ones(tmp_path: Path, tiny_data: dict, mo
     a, b = weights(tmp_path / "eager/model.pt"), weights(tmp_path / "compiled/model.pt")
     assert_same_weights(a, b, atol=1e-4)  # same parameter names, nearly the same values
     rows = [list(csv.DictReader(open(tmp_path / f"{n}/history.csv"))) for n in ("eager", "compiled")]
-    for key in ("train/loss", "val/keypoints2d_px"):
+    assert float(rows[1][-1]["train/silhouette"]) > 0
+    for key in ("train/loss", "train/silhouette", "val/keypoints2d_px"):
         assert [float(r[key]) for r in rows[1]] == pytest.approx([float(r[key]) for r in rows[0]], rel=1e-4)
     assert compiled.history[-1]["epoch"] == eager.history[-1]["epoch"] == 2
 

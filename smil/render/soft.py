@@ -58,6 +58,9 @@ def soft_radius(sigma: float, cutoff: float = 1e-4) -> float:
     return math.sqrt(sigma * math.log((1.0 - cutoff) / cutoff))
 
 
+# Never traced by torch.compile (a compiled caller runs it as it is): its work is planned on the host
+# from the projected boxes, whose sizes change every call, and it already runs as a few large chunks.
+@torch.compiler.disable
 def soft_silhouette(
     vertices: torch.Tensor,
     faces: torch.Tensor,

@@ -87,7 +87,8 @@ class EpochSampler(DistributedSampler):
 
 def compile_for_training(model: torch.nn.Module, loss: SmilLoss, mode: str) -> None:
     """``torch.compile`` every part of the regressor but its backbone (the heads, keypoint heatmaps,
-    cross-view attention, triangulation), and the loss's terms (body model, projections, rendering),
+    cross-view attention, triangulation), and the loss's terms (body model, projections, priors; the
+    silhouette renderer, planned on the host, runs as it is),
     with ``mode`` ("default" or "reduce-overhead"): the step's many small operators become a few fused
     kernels. The backbone stays as it is: its few large operators are not what costs there. In place
     (``Module.compile``), so parameter names, checkpoints and DDP wrapping are unchanged. Compilation
