@@ -4,8 +4,10 @@
 #
 #   bash benchmarks/gpu_check.sh [extra bench_gpu.py options]
 #
-# Run from the repository root on a machine with one CUDA GPU; finishes in about 3-5 minutes and is
-# stopped after GPU_CHECK_LIMIT_S seconds (default 460, under 8 minutes). Needs a Python with torch
+# Run from the repository root on a machine with one CUDA GPU; finishes in about 3-5 minutes, plus the
+# compilation of the compiled variants (optim.compile=reduce-overhead; `--compile` with no mode skips
+# them), and is stopped after GPU_CHECK_LIMIT_S seconds (default 460, under 8 minutes). The report is
+# written after each stage, so a stopped run keeps what it measured. Needs a Python with torch
 # (CUDA build), timm, numpy, scipy, h5py, opencv and pyyaml: $PYTHON if set, else the first of python3,
 # python, .venv/bin/python that imports them and sees a GPU. Nothing is installed or downloaded.
 # The JSON report goes to $OUT/bench_gpu.json when OUT is set (the log beside it), else to stdout.
