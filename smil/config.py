@@ -402,6 +402,11 @@ def validate_semantics(cfg: TrainConfig, where: str = "<config>") -> None:
     ):
         raise ConfigError("triangulate_keypoints needs mode multiview, model.keypoint_heatmaps: true and "
                           "model.camera_mode: delta or calibrated", path=where, field="model.triangulate_keypoints")
+    if cfg.optim.compile == "reduce-overhead" and cfg.optim.accumulate > 1:
+        # The CUDA graph replay of a later micro-batch overwrites the gradients of the earlier ones
+        # (pytorch/pytorch#169545): the sum would be wrong, so the combination is refused.
+        raise ConfigError("optim.compile reduce-overhead (CUDA graphs) cannot accumulate gradients over micro-batches; "
+                          "use optim.compile: default with optim.accumulate > 1", path=where, field="optim.compile")
     for name, table in tables:
         for term in table:
             if term not in LOSS_TERMS:

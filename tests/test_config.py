@@ -137,3 +137,11 @@ def test_docs_config_reference_matches_the_dataclasses(repo_root: Path) -> None:
     text = (repo_root / "docs" / "model.md").read_text()
     block = text.split("<!-- BEGIN CONFIG REFERENCE -->\n")[1].split("<!-- END CONFIG REFERENCE -->")[0]
     assert block == reference_markdown(), "regenerate docs/model.md's table with smil.config.reference_markdown()"
+
+
+def test_cuda_graphs_refuse_gradient_accumulation(tmp_path: Path) -> None:
+    path = write(tmp_path, {"mode": "multiview", "optim": {"accumulate": 2}})
+    with pytest.raises(ConfigError, match="optim.compile.*reduce-overhead.*cannot accumulate"):
+        load_config(path, ["optim.compile=reduce-overhead"])
+    assert load_config(path, ["optim.compile=default"]).optim.accumulate == 2
+    assert load_config(path, ["optim.compile=reduce-overhead", "optim.accumulate=1"]).optim.compile == "reduce-overhead"
