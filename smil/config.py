@@ -155,8 +155,8 @@ class OptimConfig:
     )
     compile: Literal["off", "default", "reduce-overhead"] = field(
         default="off",
-        metadata=_meta("torch.compile the regressor and the loss with this mode (reduce-overhead: CUDA graphs "
-                       "on a GPU); fewer, fused kernels per step"),
+        metadata=_meta("torch.compile the regressor's parts but the backbone, and the loss terms, with this "
+                       "mode (reduce-overhead: CUDA graphs on a GPU; no gradient accumulation)"),
     )
 
 

@@ -88,9 +88,9 @@ class EpochSampler(DistributedSampler):
 def compile_for_training(model: torch.nn.Module, loss: SmilLoss, mode: str) -> None:
     """``torch.compile`` every part of the regressor but its backbone (the heads, keypoint heatmaps,
     cross-view attention, triangulation), and the loss's terms (body model, projections, priors; the
-    silhouette renderer, planned on the host, runs as it is),
-    with ``mode`` ("default" or "reduce-overhead"): the step's many small operators become a few fused
-    kernels. The backbone stays as it is: its few large operators are not what costs there. In place
+    silhouette renderer, planned on the host, runs as it is), with ``mode`` ("default" or
+    "reduce-overhead"): the step's many small operators become a few fused kernels. The backbone stays
+    as it is: its few large operators are not what costs there. In place
     (``Module.compile``), so parameter names, checkpoints and DDP wrapping are unchanged. Compilation
     happens at the first step of each kind (training, evaluation, a shorter last batch, a curriculum
     stage that switches a term on or off).
@@ -104,6 +104,11 @@ def compile_for_training(model: torch.nn.Module, loss: SmilLoss, mode: str) -> N
         if name != "backbone" and not isinstance(part, torch.nn.ModuleList):
             part.compile(**options)
     loss.compile_terms(**options)
+
+
+def config_json(cfg: TrainConfig) -> str:
+    """A resolved config as the rolling checkpoint stores it."""
+    return json.dumps(to_dict(cfg), sort_keys=True, default=str)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -259,7 +264,7 @@ class Trainer:
         return self.out / "checkpoints" / "last.pt"
 
     def _config_json(self) -> str:
-        return self._config_json_of(self.cfg)
+        return config_json(self.cfg)
 
     def _same_config(self, stored: str | None) -> bool:
         """Whether a checkpoint's config is this run's. Fields added to the config since the
@@ -267,14 +272,10 @@ class Trainer:
         if stored is None:
             return False
         try:
-            old = deep_merge(json.loads(self._config_json_of(TrainConfig())), json.loads(stored))
-        except (json.JSONDecodeError, TypeError, AttributeError):
+            old = deep_merge(json.loads(config_json(TrainConfig())), json.loads(stored))
+        except (json.JSONDecodeError, TypeError, AttributeError):  # not JSON, or not a mapping
             return False
         return old == json.loads(self._config_json())
-
-    @staticmethod
-    def _config_json_of(cfg: TrainConfig) -> str:
-        return json.dumps(to_dict(cfg), sort_keys=True, default=str)
 
     def save_checkpoint(self, epoch: int) -> None:
         if self.info.is_main:
