@@ -397,6 +397,57 @@ def op_census(fn: Callable[[], Any]) -> dict[str, Any]:
     return {"ops": c.total, "non_view_ops": c.compute, "sync_ops": c.syncs, "sync_by_op": c.sync_names}
 
 
+#: The profiler's name for one call of a compiled graph (inductor), forward or backward: under
+#: ``reduce-overhead`` on a GPU, one CUDA graph replay.
+GRAPH_CALL = "## Call CompiledFxGraph"
+
+
+def _is_view_op(name: str) -> bool:
+    """Whether an ATen operator (profiler name ``aten::x``) is a view: no kernel of its own."""
+    packet = getattr(torch.ops.aten, name.split("::", 1)[1], None)
+    if packet is None:
+        return False
+    return any(getattr(packet, o).is_view for o in packet.overloads())
+
+
+def launch_census(fn: Callable[[], Any], top: int = 12) -> dict[str, Any]:
+    """What one call of ``fn`` launches, eager and compiled parts told apart (``torch.profiler``,
+    forward and backward): ``eager_ops``, the top-level non-view ATen operators run outside compiled
+    graphs (≈ one kernel launch each on a GPU); ``graph_calls``, the compiled graphs called (each one
+    CUDA graph replay under ``reduce-overhead``); ``in_graph_ops``, the ATen operators that compiled
+    graphs call themselves (matrix products and other library kernels; captured in the replay under
+    ``reduce-overhead``); ``eager_syncs``, eager operators that make the host wait for a GPU
+    (:data:`SYNC_OPS`, boolean-mask indexing excluded: the profiler does not see arguments); and
+    ``eager_by_op``, the ``top`` most frequent eager operators."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    eager: dict[str, int] = {}
+    graph_calls = in_graph = syncs = 0
+    for e in prof.events():
+        if e.name.startswith(GRAPH_CALL):
+            graph_calls += 1
+            continue
+        if not e.name.startswith("aten::"):
+            continue
+        parent, in_aten, in_graph_call = e.cpu_parent, False, False
+        while parent is not None:
+            in_aten |= parent.name.startswith("aten::")
+            in_graph_call |= parent.name.startswith(GRAPH_CALL)
+            parent = parent.cpu_parent
+        if in_aten or _is_view_op(e.name):
+            continue
+        if in_graph_call:
+            in_graph += 1
+            continue
+        eager[e.name] = eager.get(e.name, 0) + 1
+        syncs += e.name in SYNC_OPS or e.name == "aten::item"
+    top = dict(sorted(eager.items(), key=lambda kv: -kv[1])[:top])
+    return {"eager_ops": sum(eager.values()), "graph_calls": graph_calls, "in_graph_ops": in_graph,
+            "eager_syncs": syncs, "eager_by_op": top}
+
+
 def census_by_stage(trainer: Trainer, epoch: int, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     """:func:`op_census` of the regressor forward, the loss forward, the backward pass and the
     optimiser step of one full step, and of one reference (backbone-only) step."""

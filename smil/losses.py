@@ -336,13 +336,14 @@ class SmilLoss(torch.nn.Module):
         self.s = settings
         self.register_buffer("jw", settings.joint_weights.clone())
         self._constants: dict[tuple, torch.Tensor] = {}  # device tensors built once, by key
-        self._terms = self.terms  # or its compiled form (compile_terms)
+        self._evaluate = self.evaluate  # or its compiled form (compile_terms)
 
     def compile_terms(self, **options: Any) -> None:
-        """Evaluate the terms through ``torch.compile(**options)``: the body model and every term in
-        fused kernels. The weighting stays outside, so changing weights never recompiles; a curriculum
-        stage that switches a term on or off compiles once more."""
-        self._terms = torch.compile(self.terms, **options)
+        """Evaluate the terms through ``torch.compile(**options)``: the stacking of the IEF estimates,
+        the body model and every term in fused kernels. The weighting stays outside, so changing
+        weights never recompiles; a curriculum stage that switches a term on or off compiles once
+        more."""
+        self._evaluate = torch.compile(self.evaluate, **options)
 
     def forward(
         self, pred: dict[str, Any], batch: dict[str, torch.Tensor], epoch: int = 0
@@ -351,8 +352,7 @@ class SmilLoss(torch.nn.Module):
         active = [k for k in LOSS_TERMS if weights.get(k, 0) != 0]
         iterations = pred.get("iterations") or []
         use_inter = self.s.ief_intermediate_weight > 0 and len(iterations) > 1
-        stacked = stack_iterations(pred, list(iterations[:-1]) if use_inter else [])
-        per_iter, final = self._terms(stacked, batch, active)
+        per_iter, final = self._evaluate(pred, list(iterations[:-1]) if use_inter else [], batch, active)
         parts: list[torch.Tensor] = []
         values: dict[str, torch.Tensor] = {}
         if per_iter:
@@ -362,7 +362,7 @@ class SmilLoss(torch.nn.Module):
         for k, v in final.items():
             parts.append(weights[k] * v)
             values[k] = v.detach()
-        total = sum(parts[1:], parts[0]) if parts else stacked["betas"].new_zeros(())
+        total = sum(parts[1:], parts[0]) if parts else pred["betas"].new_zeros(())
         return total, {k: values[k] for k in LOSS_TERMS if k in values}
 
     def _coefficient_table(self, names: list[str], weights: dict[str, float], values: torch.Tensor) -> torch.Tensor:
@@ -388,6 +388,13 @@ class SmilLoss(torch.nn.Module):
         if principal is not None and size != self.s.image_size:
             principal = (principal + 0.5) * (size / self.s.image_size) - 0.5
         return camera_intrinsics(p["fov"], size, principal), R, p["cam_trans"]
+
+    def evaluate(
+        self, pred: dict[str, Any], intermediates: list[dict[str, torch.Tensor]], batch: dict[str, torch.Tensor],
+        active: list[str],
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """:meth:`terms` of the prediction stacked with the ``intermediates`` IEF estimates before it."""
+        return self.terms(stack_iterations(pred, intermediates), batch, active)
 
     def terms(
         self, p: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], active: list[str]

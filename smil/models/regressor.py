@@ -96,7 +96,24 @@ def _finish_body(parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-class SingleViewRegressor(nn.Module):
+class _Regressor(nn.Module):
+    """What both regressors share: ``forward`` runs the backbone (and the keypoint heatmaps on its
+    feature map), then ``decode``: everything after it (heads, IEF, cameras), or its compiled form."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._decode = self.decode  # or its compiled form (compile_heads)
+
+    def compile_heads(self, **options: object) -> None:
+        """``torch.compile(**options)`` everything but the backbone: the keypoint heatmaps and
+        ``decode``, each as one graph (the heads' glue included), in place: parameter names and
+        checkpoints are unchanged."""
+        if self.heatmaps is not None:
+            self.heatmaps.compile(**options)
+        self._decode = torch.compile(self.decode, **options)
+
+
+class SingleViewRegressor(_Regressor):
     def __init__(self, spec: RegressorSpec, pretrained_path: str = "") -> None:
         super().__init__()
         self.spec = spec
@@ -124,7 +141,11 @@ class SingleViewRegressor(nn.Module):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         if images.dim() != 4:
             raise ShapeMismatchError(f"expected images (B,3,H,W), got {tuple(images.shape)}")
-        tokens, pooled, keypoints = _features(self.backbone, self.heatmaps, images)
+        return self._decode(*_features(self.backbone, self.heatmaps, images))
+
+    def decode(self, tokens: torch.Tensor, pooled: torch.Tensor, keypoints: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The outputs from the backbone's tokens ``(B,N,D)``, pooled feature ``(B,D)`` and heatmap
+        keypoints ``(B,J,2)`` (or None)."""
         estimates = self.head(tokens, pooled, self.init_params.unsqueeze(0))
         iters = [_finish_body(self.layout.split(x)) for x in estimates]
         out = dict(iters[-1])
@@ -134,7 +155,7 @@ class SingleViewRegressor(nn.Module):
         return out
 
 
-class MultiViewRegressor(nn.Module):
+class MultiViewRegressor(_Regressor):
     """Shared backbone over V views, cross-view attention, a body head over all valid views' tokens,
     and one camera head per canonical camera slot."""
 
@@ -211,27 +232,30 @@ class MultiViewRegressor(nn.Module):
         if V != self.num_views:
             raise ShapeMismatchError(f"expected {self.num_views} view slots (rig {self.spec.rig}), got {V}")
         view_mask = view_mask.bool()
-        if not bool(view_mask.any(dim=1).all()):
-            raise ShapeMismatchError("every sample needs at least one valid view")
         if self.spec.camera_mode in CALIBRATED_MODES and calibration is None:
             raise ConfigError(f"camera_mode '{self.spec.camera_mode}' needs the rig calibration (K, R, t per view)")
+        valid = _valid_views(view_mask)
         # The backbone sees only real views: padded pixels cannot influence anything.
-        tok_valid, pooled_valid, kp_valid = _features(self.backbone, self.heatmaps, images[view_mask])
-        N, D = tok_valid.shape[1:]
-        tokens = tok_valid.new_zeros(B, V, N, D)
-        pooled = pooled_valid.new_zeros(B, V, D)
-        tokens[view_mask] = tok_valid
-        pooled[view_mask] = pooled_valid
+        tok_valid, pooled_valid, kp_valid = _features(self.backbone, self.heatmaps,
+                                                      images.flatten(0, 1).index_select(0, valid))
+        tokens = _place_views(tok_valid, valid, B, V)
+        pooled = _place_views(pooled_valid, valid, B, V)
+        keypoints = None if kp_valid is None else _place_views(kp_valid, valid, B, V)
+        return self._decode(tokens, pooled, keypoints, view_mask, calibration)
+
+    def decode(
+        self, tokens: torch.Tensor, pooled: torch.Tensor, keypoints: torch.Tensor | None, view_mask: torch.Tensor,
+        calibration: dict[str, torch.Tensor] | None,
+    ) -> dict[str, torch.Tensor]:
+        """The outputs from the backbone's tokens ``(B,V,N,D)``, pooled features ``(B,V,D)`` and
+        heatmap keypoints ``(B,V,J,2)`` (or None) of every view slot, zeros for the padded ones."""
+        B, V, N, D = tokens.shape
         view_tokens = pooled + self.view_embed.unsqueeze(0)
         if self.cross_view is not None:
             view_tokens = self.cross_view(view_tokens, src_key_padding_mask=~view_mask)
         view_tokens = view_tokens * view_mask.unsqueeze(-1)
         weights = view_mask.float().unsqueeze(-1)
         fused = view_tokens.sum(1) / weights.sum(1).clamp_min(1.0)
-        keypoints = None
-        if kp_valid is not None:
-            keypoints = kp_valid.new_zeros(B, V, *kp_valid.shape[1:])
-            keypoints[view_mask] = kp_valid
         init = self.init_params.unsqueeze(0)
         if self.triangulation is not None:
             _, embedding, placement = self.triangulation(keypoints, view_mask, calibration["K"], calibration["R"],
@@ -294,6 +318,24 @@ class MultiViewRegressor(nn.Module):
         out = {k: torch.where(m, v, base[k].to(v.dtype)) for k, v in cams.items()}
         out["principal_point"] = principal.to(view_tokens.dtype)
         return out
+
+
+def _valid_views(view_mask: torch.Tensor) -> torch.Tensor:
+    """Flat indices into ``B·V`` of the real views of a ``(B, V)`` mask, on its device.
+
+    The mask is read from the device once, before the backbone's work is queued (on a GPU, a read
+    after it would make the host wait for the backbone, idle). Indexing with these indices, unlike
+    boolean masks, reads nothing back, in the forward pass or the backward."""
+    host = view_mask.cpu()
+    if not bool(host.any(dim=1).all()):
+        raise ShapeMismatchError("every sample needs at least one valid view")
+    return host.flatten().nonzero().squeeze(1).to(view_mask.device, non_blocking=True)
+
+
+def _place_views(values: torch.Tensor, valid: torch.Tensor, B: int, V: int) -> torch.Tensor:
+    """``values (n, …)`` of the real views at their slots of a ``(B, V, …)`` tensor, zeros elsewhere."""
+    out = values.new_zeros(B * V, *values.shape[1:])
+    return out.index_put((valid,), values).view(B, V, *values.shape[1:])
 
 
 def _heatmaps(spec: RegressorSpec, backbone) -> KeypointHeatmaps | None:

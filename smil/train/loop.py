@@ -86,23 +86,21 @@ class EpochSampler(DistributedSampler):
 
 
 def compile_for_training(model: torch.nn.Module, loss: SmilLoss, mode: str) -> None:
-    """``torch.compile`` every part of the regressor but its backbone (the heads, keypoint heatmaps,
-    cross-view attention, triangulation), and the loss's terms (body model, projections, priors; the
-    silhouette renderer, planned on the host, runs as it is), with ``mode`` ("default" or
-    "reduce-overhead"): the step's many small operators become a few fused kernels. The backbone stays
-    as it is: its few large operators are not what costs there. In place
-    (``Module.compile``), so parameter names, checkpoints and DDP wrapping are unchanged. Compilation
-    happens at the first step of each kind (training, evaluation, a shorter last batch, a curriculum
-    stage that switches a term on or off).
+    """``torch.compile`` every part of the regressor after its backbone (keypoint heatmaps; heads,
+    cross-view attention, triangulation and cameras as one graph: ``compile_heads``) and the loss's
+    terms (stacking of the IEF estimates, body model, projections, priors; the silhouette renderer,
+    planned on the host, runs as it is), with ``mode`` ("default" or "reduce-overhead"): the step's
+    many small operators become a few fused kernels. The backbone stays as it is: its few large
+    operators are not what costs there. In place, so parameter names, checkpoints and DDP wrapping
+    are unchanged. Compilation happens at the first step of each kind (training, evaluation, a
+    shorter last batch, a curriculum stage that switches a term on or off).
 
     ``SMIL_COMPILE_BACKEND`` picks another torch.compile backend than inductor, e.g. ``aot_eager``
     (torch's graph capture and autograd, no generated kernels) to tell a tracing problem from a
     code-generation one; the mode applies to inductor only."""
     backend = os.environ.get("SMIL_COMPILE_BACKEND", "inductor")
     options = {"backend": backend, **({"mode": mode} if backend == "inductor" else {})}
-    for name, part in model.named_children():
-        if name != "backbone" and not isinstance(part, torch.nn.ModuleList):
-            part.compile(**options)
+    model.compile_heads(**options)
     loss.compile_terms(**options)
 
 
