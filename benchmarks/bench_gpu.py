@@ -243,6 +243,9 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path, device: torch.devi
         attempt(errors, f"stages_{label}", lambda: row[f"full_{label}"].update(
             stages_ms=BT.stage_profile(trainer, ep, batches)))
     attempt(errors, "op_census", lambda: row.update(op_census=BT.census_by_stage(trainer, ep_last, batches[0])))
+    for name in ["backbone", *variants]:  # eager operators and compiled-graph calls (CUDA graph replays)
+        attempt(errors, f"launches_{name}", lambda: row[name].update(launches=BT.launch_census(
+            lambda: steps[name](batches[0]))))
     attempt(errors, "loss_breakdown", lambda: row.update(
         loss=BT.loss_breakdown(trainer, batches, ep_last, max(args.seconds / 4, 1.0))))
     if any("silhouette" in row[f"full_{label}"]["loss_terms"] for label in epochs):
@@ -268,10 +271,12 @@ def time_variants(
     dropped with its error (the first call also compiles, timed as ``first_step_s``). False when the
     backbone itself fails."""
     first_s: dict[str, float] = {}
+    compiled: dict[str, dict[str, Any]] = {}
     for name in list(steps):  # one failing variant must not cost the others' numbers
-        t0 = time.perf_counter()
+        before, t0 = BT.compile_counters(), time.perf_counter()
         if attempt(errors, name, lambda: steps[name](batches[0])):
             first_s[name] = round(time.perf_counter() - t0, 1)
+            compiled[name] = BT.counter_change(before, BT.compile_counters())
         else:
             del steps[name]
             variants.pop(name, None)
@@ -300,6 +305,8 @@ def time_variants(
             "goal_met": tt / t["backbone"] - 1.0 <= 0.30,
             "first_step_s": first_s.get(name),
         }
+        if compiled[name]["graphs"]:  # what its first step compiled
+            row[name]["compiled"] = compiled[name]
     return True
 
 

@@ -29,7 +29,9 @@ census per stage (ATen operators, ≈ kernel launches on a GPU, and host-device 
 
 ``--compile MODE ...`` adds the full step of a second trainer made with ``optim.compile=MODE`` (heads
 and loss compiled, the backbone as it is), timed in the same interleaved rounds; its first step, which
-compiles, is not timed.
+compiles, is not timed (what it compiled: graphs, graph breaks). Every step's launches are counted
+with ``torch.profiler`` (:func:`launch_census`: eager operators and compiled-graph calls), the GPU's
+limit where a step is bound by launching operators.
 
     python benchmarks/bench_train.py [--configs config/experiments/tiny_singleview.json ...]
         [--batches 4] [--seconds 20] [--threads N] [--breakdown] [--compile default] [--data-dir DIR]
@@ -448,6 +450,22 @@ def launch_census(fn: Callable[[], Any], top: int = 12) -> dict[str, Any]:
             "eager_syncs": syncs, "eager_by_op": top}
 
 
+def compile_counters() -> dict[str, Any]:
+    """torch.compile's running totals in this process: graphs compiled, graph breaks by reason and
+    compiled graphs that CUDA graphs skipped (every graph on a CPU). Differences of two calls
+    (:func:`counter_change`) tell what one piece of work compiled."""
+    from torch._dynamo.utils import counters
+
+    return {"graphs": int(counters["stats"]["unique_graphs"]), "graph_breaks": dict(counters["graph_break"]),
+            "cudagraph_skips": int(counters["inductor"]["cudagraph_skips"])}
+
+
+def counter_change(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    breaks = {k: v - before["graph_breaks"].get(k, 0) for k, v in after["graph_breaks"].items()}
+    return {"graphs": after["graphs"] - before["graphs"], "graph_breaks": {k: v for k, v in breaks.items() if v},
+            "cudagraph_skips": after["cudagraph_skips"] - before["cudagraph_skips"]}
+
+
 def census_by_stage(trainer: Trainer, epoch: int, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     """:func:`op_census` of the regressor forward, the loss forward, the backward pass and the
     optimiser step of one full step, and of one reference (backbone-only) step."""
@@ -592,11 +610,13 @@ def bench_config(
     compiled = compiled_trainers(config, data["body_model"], data[mode], work, list(overrides), list(compile_modes),
                                  device)
     first_s: dict[str, float] = {}
+    compiled_what: dict[str, dict[str, Any]] = {}
     for cmode, other in compiled.items():
         steps[f"full_compiled_{cmode}"] = full_step_fn(other, ep)
-        t0 = time.perf_counter()
+        before, t0 = compile_counters(), time.perf_counter()
         steps[f"full_compiled_{cmode}"](fetched[0])  # compiles; not timed
         first_s[cmode] = round(time.perf_counter() - t0, 1)
+        compiled_what[cmode] = counter_change(before, compile_counters())
         log(f"{name}: compile {cmode}: first step {first_s[cmode]} s")
     t = time_interleaved(steps, fetched, trainer.device, seconds)
     weights = curriculum_weights(cfg.loss.weights, cfg.loss.curriculum, ep)
@@ -627,7 +647,11 @@ def bench_config(
             "full_images_per_s": round(n_img / tc, 2), "full_ms_per_step": round(1000 * tc / len(fetched), 1),
             "ratio": round(t["backbone"] / tc, 3), "overhead": round(tc / t["backbone"] - 1.0, 3),
             "speed-up_over_eager": round(t["full"] / tc, 3), "first_step_s": first_s[cmode],
+            "compiled": compiled_what[cmode],
+            "launches": launch_census(lambda: steps[f"full_compiled_{cmode}"](fetched[0])),
         }
+    row["launches"] = {"full": launch_census(lambda: steps["full"](fetched[0])),
+                       "backbone": launch_census(lambda: steps["backbone"](fetched[0]))}
     if breakdown:
         row["head_trivial_loss_ms_per_step"] = round(1000 * t["head_trivial_loss"] / len(fetched), 1)
         row["stages_ms"] = stage_profile(trainer, ep, fetched)

@@ -96,6 +96,16 @@ def _finish_body(parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _iterations(layout: ParamLayout, estimates: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """The named outputs of each IEF iteration's flat estimate ``(B, P)``.
+
+    Eager, the blocks are views of the estimate. Compiled, each is a tensor of its own (the copy is
+    fused into the kernel that computes it): an output that views the graph's memory is rebuilt, and
+    differentiated, outside the graph, one eager operator per block."""
+    fresh = torch.compiler.is_compiling()
+    return [_finish_body({k: v.clone() if fresh else v for k, v in layout.split(x).items()}) for x in estimates]
+
+
 class _Regressor(nn.Module):
     """What both regressors share: ``forward`` runs the backbone (and the keypoint heatmaps on its
     feature map), then ``decode``: everything after it (heads, IEF, cameras), or its compiled form."""
@@ -147,7 +157,7 @@ class SingleViewRegressor(_Regressor):
         """The outputs from the backbone's tokens ``(B,N,D)``, pooled feature ``(B,D)`` and heatmap
         keypoints ``(B,J,2)`` (or None)."""
         estimates = self.head(tokens, pooled, self.init_params.unsqueeze(0))
-        iters = [_finish_body(self.layout.split(x)) for x in estimates]
+        iters = _iterations(self.layout, estimates)
         out = dict(iters[-1])
         out["iterations"] = iters
         if keypoints is not None:
@@ -264,7 +274,7 @@ class MultiViewRegressor(_Regressor):
             init = self._placed(init.expand(B, -1), *placement)
         token_mask = (~view_mask).unsqueeze(-1).expand(B, V, N).reshape(B, V * N)
         estimates = self.body_head(tokens.reshape(B, V * N, D), fused, init, token_mask)
-        iters = [_finish_body(self.body_layout.split(x)) for x in estimates]
+        iters = _iterations(self.body_layout, estimates)
         out = dict(iters[-1])
         out["iterations"] = iters
         out.update(self._cameras(view_tokens, view_mask, calibration))
