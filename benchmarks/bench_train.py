@@ -456,7 +456,11 @@ def compile_counters() -> dict[str, Any]:
     (:func:`counter_change`) tell what one piece of work compiled."""
     from torch._dynamo.utils import counters
 
-    return {"graphs": int(counters["stats"]["unique_graphs"]), "graph_breaks": dict(counters["graph_break"]),
+    breaks: dict[str, int] = {}
+    for reason, n in counters["graph_break"].items():  # the first line says what broke the graph
+        line = reason.strip().splitlines()[0][:160] if reason.strip() else "?"
+        breaks[line] = breaks.get(line, 0) + n
+    return {"graphs": int(counters["stats"]["unique_graphs"]), "graph_breaks": breaks,
             "cudagraph_skips": int(counters["inductor"]["cudagraph_skips"])}
 
 

@@ -42,6 +42,8 @@ fi
 export PYTHONUNBUFFERED=1
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 export PYTHONDONTWRITEBYTECODE=1
+# Why a compiled graph was compiled again goes to the log (CUDA graph skips are warnings: always there).
+export TORCH_LOGS="${TORCH_LOGS:-recompiles}"
 
 echo "gpu_check: $("$python_bin" -c 'import sys, torch; print(sys.executable, "torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))')"
 if command -v nvidia-smi >/dev/null 2>&1; then
