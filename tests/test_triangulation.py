@@ -242,3 +242,31 @@ def test_real_session_reprojection_error(fixtures_dir: Path):
     # The undistorted-space error agrees with the helper.
     und_median = float(np.nanmedian(reprojection_error(X, uv, P).numpy()))
     assert und_median <= 5.0
+
+
+@pytest.mark.parametrize("keep_out", [True, False])
+def test_compiled_triangulation_matches_eager_and_can_solve_outside_the_graph(monkeypatch, keep_out):
+    """Under ``optim.compile`` the eigen-solver runs inside the compiled graph where torch keeps it out
+    of CUDA graphs itself (torch ≥ 2.14.1), and eagerly between graphs with an older torch, where a
+    captured eigen-solver fails (pytorch/pytorch#188355): the same points and gradients either way."""
+    import smil.geometry.triangulation as T
+
+    monkeypatch.setattr(T, "COMPILED_GRAPHS_KEEP_OUT_EIGH", keep_out)
+    torch._dynamo.reset()
+    X, uv, P = _scene(n_points=6, n_views=3)
+    uv = uv + 0.2 * torch.randn(uv.shape, generator=torch.Generator().manual_seed(1), dtype=uv.dtype)
+    uv[0, 0] = float("nan")
+    uv[1, 0] = float("nan")  # point 0 is undetermined (one view)
+
+    def run(fn):
+        a, b = uv.clone().requires_grad_(True), P.clone().requires_grad_(True)
+        out = fn(a, b)
+        torch.nan_to_num(out, nan=0.0).square().sum().backward()
+        return out.detach(), a.grad, b.grad
+
+    explained = torch._dynamo.explain(triangulate_dlt)(uv, P)
+    assert explained.graph_break_count == (0 if keep_out else 1)
+    compiled = run(torch.compile(triangulate_dlt, backend="aot_eager"))
+    for got, want in zip(compiled, run(triangulate_dlt)):
+        torch.testing.assert_close(got, want, equal_nan=True)
+    torch._dynamo.reset()

@@ -132,18 +132,33 @@ def triangulate_dlt(
     # which waits for every queued kernel on a GPU.
     fallback = torch.diag(torch.arange(1, 5, dtype=dtype, device=device).remainder_(4).add_(1))
     AtA = torch.where(enough[..., None, None], AtA, fallback)
-    # A point whose two smallest eigenvalues (nearly) coincide is not determined by its views
-    # (coincident cameras, parallel rays); the eigenvector gradient ~ 1/(λ1 − λ0) would be inf/NaN.
-    # Decide this without autograd, then solve only the well-posed systems with gradients.
-    with torch.no_grad():
-        lam = torch.linalg.eigvalsh(AtA)
-        determined = enough & ((lam[..., 1] - lam[..., 0]) > 10 * torch.finfo(dtype).eps)
-    AtA = torch.where(determined[..., None, None], AtA, fallback)
-    _, vecs = torch.linalg.eigh(AtA)
-    h = vecs[..., :, 0]  # (..., N, 4)
+    eager = torch.compiler.is_compiling() and not COMPILED_GRAPHS_KEEP_OUT_EIGH
+    h, determined = (_null_vector_eagerly if eager else _null_vector)(AtA, fallback, enough)  # (..., N, 4)
     Xn = h[..., :3] / h[..., 3:4]
     X = s[..., None, None] * Xn + c[..., None, :]
     return torch.where(determined[..., None], X, torch.full_like(X, float("nan")))
+
+
+def _null_vector(AtA: torch.Tensor, fallback: torch.Tensor, enough: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The eigenvector ``(..., N, 4)`` of each system's smallest eigenvalue, and whether the views
+    determine it ``(..., N)``.
+
+    A point whose two smallest eigenvalues (nearly) coincide is not determined by its views
+    (coincident cameras, parallel rays); the eigenvector gradient ~ 1/(λ1 − λ0) would be inf/NaN.
+    This is decided without autograd, then only the well-posed systems are solved with gradients
+    (the others solve ``fallback``)."""
+    with torch.no_grad():
+        lam = torch.linalg.eigvalsh(AtA)
+        determined = enough & ((lam[..., 1] - lam[..., 0]) > 10 * torch.finfo(AtA.dtype).eps)
+    _, vecs = torch.linalg.eigh(torch.where(determined[..., None, None], AtA, fallback))
+    return vecs[..., :, 0], determined
+
+
+#: cuSOLVER's symmetric eigen-solver cannot run while a CUDA graph is captured (pytorch/pytorch#188355).
+#: From torch 2.14.1 inductor keeps it out of the graphs it captures (``optim.compile`` reduce-overhead);
+#: with an older torch a compiled caller solves eagerly, between its graphs.
+COMPILED_GRAPHS_KEEP_OUT_EIGH = torch.__version__ >= "2.14.1"
+_null_vector_eagerly = torch.compiler.disable(_null_vector)
 
 
 def reprojection_error(X: torch.Tensor, points2d: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
