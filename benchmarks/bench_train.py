@@ -419,7 +419,8 @@ def launch_census(fn: Callable[[], Any], top: int = 12) -> dict[str, Any]:
     CUDA graph replay under ``reduce-overhead``); ``in_graph_ops``, the ATen operators that compiled
     graphs call themselves (matrix products and other library kernels; captured in the replay under
     ``reduce-overhead``); ``eager_syncs``, eager operators that make the host wait for a GPU
-    (:data:`SYNC_OPS`, boolean-mask indexing excluded: the profiler does not see arguments); and
+    (``item`` and :data:`SYNC_OPS`; boolean-mask indexing is not seen: the profiler does not record
+    arguments; on a CPU these include the multi-tensor AdamW's step-count reads); and
     ``eager_by_op``, the ``top`` most frequent eager operators."""
     from torch.profiler import ProfilerActivity, profile
 
