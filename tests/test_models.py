@@ -342,26 +342,12 @@ def test_triangulated_placement_recovers_root_rotation_and_translation() -> None
 def test_multiview_step_reads_nothing_from_the_device_once_the_backbone_runs() -> None:
     """On a GPU a value read back (``.item()``, ``nonzero``, boolean-mask indexing) makes the host wait
     for all queued work: after the backbone's, it would leave the GPU idle while the head launches."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Reads(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.armed, self.seen = False, []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            name = func.name().split(".")[0]
-            boolean_index = name.startswith("aten::index") and any(
-                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] if len(args) > 1 else []) or [])
-            if self.armed and (name in ("aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select")
-                               or boolean_index):
-                self.seen.append(name)
-            return func(*args, **(kwargs or {}))
+    from device_reads import DeviceReads
 
     torch.manual_seed(0)
     model = create_regressor(spec("multiview", "resnet18", "transformer", keypoint_heatmaps=True,
                                   triangulate_keypoints=True, camera_mode="delta"))
-    reads = Reads()
+    reads = DeviceReads(armed=False)
     model.backbone.net.conv1.register_forward_pre_hook(lambda *_: setattr(reads, "armed", True))
     mask = torch.tensor([[1, 0, 1], [1, 1, 1]]).bool()
     with reads:

@@ -81,3 +81,14 @@ def test_missing_keypoints_stay_missing(batch_and_body):
     out = to_view_frame(b, body, 64)
     assert np.isnan(out["keypoints3d"][0, 3].numpy()).all()
     assert np.isfinite(out["keypoints3d"][0, 4].numpy()).all()
+
+
+def test_view_frame_reads_nothing_from_the_device(batch_and_body):
+    """The trainer moves every single-view batch into the view frame before the step: a value read
+    there (a linear solver's error check) would make the host wait on a GPU for the previous step."""
+    from device_reads import DeviceReads
+
+    batch, body = batch_and_body
+    with DeviceReads() as reads:
+        to_view_frame(batch, body, 64)
+    assert reads.seen == []

@@ -31,10 +31,14 @@ _PLACEMENT = ("betas", "scale", "betas_trans", "log_beta_scales")
 
 
 def centring_rotation(K: torch.Tensor, image_size: int) -> torch.Tensor:
-    """``R_v (…,3,3)``: the smallest rotation taking the ray through the image centre to ``+z``."""
+    """``R_v (…,3,3)``: the smallest rotation taking the ray through the image centre to ``+z``.
+
+    ``K`` is a pinhole's (upper triangular). Nothing is read back from the device: the centre is
+    made there, and a triangular solve has no error code to check (``linalg.solve`` reads one)."""
     c = (image_size - 1) / 2.0
-    centre = torch.tensor([c, c, 1.0], dtype=K.dtype, device=K.device)
-    d = torch.linalg.solve(K, centre.expand(*K.shape[:-2], 3).unsqueeze(-1)).squeeze(-1)
+    centre = K.new_full((*K.shape[:-2], 3, 1), c)
+    centre[..., 2, 0] = 1.0
+    d = torch.linalg.solve_triangular(K, centre, upper=True).squeeze(-1)
     d = d / torch.linalg.vector_norm(d, dim=-1, keepdim=True)
     z = torch.zeros_like(d)
     z[..., 2] = 1.0
