@@ -89,3 +89,22 @@ def test_gradients_are_finite():
     Xa, s, R, t = similarity_procrustes(X, Y + 0.01 * torch.randn_like(Y))
     ((Xa - Y).square().sum() + s).backward()
     assert torch.isfinite(X.grad).all() and X.grad.abs().sum() > 0
+
+
+def test_compiled_alignment_matches_eager_with_the_svd_outside_the_graph():
+    """Under ``optim.compile`` the SVD runs eagerly between graphs (a CUDA graph cannot capture its
+    read of the error code): the same alignment and gradients as eager."""
+    X, Y, _, _, _ = _random_similarity(7, (3,))
+    Y = Y + 0.01 * torch.randn(Y.shape, generator=torch.Generator().manual_seed(8), dtype=Y.dtype)
+
+    def run(fn):
+        x = X.clone().requires_grad_(True)
+        Xa, s, R, t = fn(x, Y)
+        ((Xa - Y).square().sum() + s.sum()).backward()
+        return Xa.detach(), s.detach(), R.detach(), t.detach(), x.grad
+
+    torch._dynamo.reset()
+    assert torch._dynamo.explain(similarity_procrustes)(X, Y).graph_break_count == 1
+    for got, want in zip(run(torch.compile(similarity_procrustes, backend="aot_eager")), run(similarity_procrustes)):
+        torch.testing.assert_close(got, want)
+    torch._dynamo.reset()

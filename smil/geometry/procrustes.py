@@ -14,6 +14,11 @@ def _det3(M: torch.Tensor) -> torch.Tensor:
     return (M[..., 0, :] * torch.linalg.cross(M[..., 1, :], M[..., 2, :], dim=-1)).sum(-1)
 
 
+#: cuSOLVER's SVD reads its error code back from the device, which a CUDA graph cannot capture: a
+#: compiled caller (``optim.compile``, the triangulated placement) runs it eagerly, between graphs.
+_svd_eagerly = torch.compiler.disable(torch.linalg.svd)
+
+
 def similarity_procrustes(
     X: torch.Tensor, Y: torch.Tensor, weights: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -57,7 +62,7 @@ def similarity_procrustes(
     cov = (w[..., None, None] * (yc[..., :, None] * xc[..., None, :])).sum(-3) / wsum[..., None, None]
     var_x = (w * (xc * xc).sum(-1)).sum(-1) / wsum
 
-    U, S, Vh = torch.linalg.svd(cov)
+    U, S, Vh = (_svd_eagerly if torch.compiler.is_compiling() else torch.linalg.svd)(cov)
     det = _det3(U) * _det3(Vh)
     sign = torch.where(det < 0, -torch.ones_like(det), torch.ones_like(det))
     d = torch.stack([torch.ones_like(det), torch.ones_like(det), sign], -1)

@@ -154,9 +154,9 @@ def _null_vector(AtA: torch.Tensor, fallback: torch.Tensor, enough: torch.Tensor
     return vecs[..., :, 0], determined
 
 
-#: cuSOLVER's symmetric eigen-solver cannot run while a CUDA graph is captured (pytorch/pytorch#188355).
-#: From torch 2.14.1 inductor keeps it out of the graphs it captures (``optim.compile`` reduce-overhead);
-#: with an older torch a compiled caller solves eagerly, between its graphs.
+#: cuSOLVER's symmetric eigen-solver reads its error code back from the device, which a CUDA graph cannot
+#: capture (pytorch/pytorch#188355). From torch 2.14.1 inductor keeps it out of the graphs it captures
+#: (``optim.compile`` reduce-overhead); with an older torch a compiled caller solves eagerly, between graphs.
 COMPILED_GRAPHS_KEEP_OUT_EIGH = torch.__version__ >= "2.14.1"
 _null_vector_eagerly = torch.compiler.disable(_null_vector)
 
