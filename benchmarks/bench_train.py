@@ -62,6 +62,7 @@ sys.path.insert(0, str(REPO))
 
 from smil.config import TrainConfig, load_config  # noqa: E402
 from smil.data.images import normalise_images  # noqa: E402
+from smil.device_reads import SYNC_OPS, is_device_read  # noqa: E402
 from smil.losses import SmilLoss, curriculum_weights  # noqa: E402
 from smil.train.loop import Trainer, as_float32, run_model  # noqa: E402
 from smil.train.schedule import backbone_frozen, set_backbone_trainable, set_learning_rate  # noqa: E402
@@ -339,42 +340,12 @@ def stage_profile(trainer: Trainer, epoch: int, batches: list[dict], repeats: in
 
 # -- operator census -------------------------------------------------------------------------------
 
-#: Operators that make the host wait for the device on CUDA (a value or a shape read back).
-SYNC_OPS = frozenset({
-    "aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::unique_consecutive",
-    "aten::_unique2", "aten::unique_dim", "aten::repeat_interleave", "aten::nonzero_static",
-})
-
-
-def _is_sync(name: str, args: tuple, kwargs: dict) -> bool:
-    """Whether an ATen call makes the host wait for a CUDA device: a value or a data-dependent
-    shape read back, boolean-mask indexing, or a blocking copy between host and device."""
-    if name == "aten::repeat_interleave":
-        return kwargs.get("output_size") is None  # the output's length is known without a read
-    if name in SYNC_OPS:
-        return True
-    if name in ("aten::index", "aten::index_put_", "aten::index_put") and len(args) > 1:
-        return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or []))
-    if name == "aten::_to_copy" and isinstance(args[0], torch.Tensor):
-        dst = kwargs.get("device")
-        return dst is not None and _blocking_copy(args[0], torch.device(dst), kwargs.get("non_blocking", False))
-    if name == "aten::copy_" and len(args) > 1 and isinstance(args[1], torch.Tensor):
-        non_blocking = args[2] if len(args) > 2 else kwargs.get("non_blocking", False)
-        return _blocking_copy(args[1], args[0].device, non_blocking)
-    return False
-
-
-def _blocking_copy(src: torch.Tensor, dst: torch.device, non_blocking: bool) -> bool:
-    if src.device.type == "cuda" and dst.type == "cpu":
-        return True  # the host needs the values
-    return src.device.type == "cpu" and dst.type == "cuda" and not (non_blocking and src.is_pinned())
-
-
 def op_census(fn: Callable[[], Any]) -> dict[str, Any]:
     """Count the ATen operators ``fn`` dispatches, forward and backward: all, those that are not views
-    (≈ kernel launches on a GPU) and those that synchronise host and device on CUDA (value reads,
-    ``nonzero``, boolean-mask indexing, blocking copies between host and device; copies are only
-    seen when running on a GPU)."""
+    (≈ kernel launches on a GPU) and those that synchronise host and device on CUDA
+    (:func:`smil.device_reads.is_device_read`: value reads, ``nonzero``, boolean-mask indexing,
+    linear-solver error checks, blocking copies between host and device; copies are only seen when
+    running on a GPU)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Census(TorchDispatchMode):
@@ -389,7 +360,7 @@ def op_census(fn: Callable[[], Any]) -> dict[str, Any]:
             self.total += 1
             if not func.is_view:
                 self.compute += 1
-            if _is_sync(name, args, kwargs):
+            if is_device_read(name, args, kwargs):
                 self.syncs += 1
                 self.sync_names[name] = self.sync_names.get(name, 0) + 1
             return func(*args, **kwargs)
@@ -419,7 +390,7 @@ def launch_census(fn: Callable[[], Any], top: int = 12) -> dict[str, Any]:
     CUDA graph replay under ``reduce-overhead``); ``in_graph_ops``, the ATen operators that compiled
     graphs call themselves (matrix products and other library kernels; captured in the replay under
     ``reduce-overhead``); ``eager_syncs``, eager operators that make the host wait for a GPU
-    (``item`` and :data:`SYNC_OPS`; boolean-mask indexing is not seen: the profiler does not record
+    (``item`` and :data:`smil.device_reads.SYNC_OPS`; boolean-mask indexing is not seen: the profiler does not record
     arguments; on a CPU these include the multi-tensor AdamW's step-count reads); and
     ``eager_by_op``, the ``top`` most frequent eager operators."""
     from torch.profiler import ProfilerActivity, profile

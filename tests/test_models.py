@@ -342,7 +342,7 @@ def test_triangulated_placement_recovers_root_rotation_and_translation() -> None
 def test_multiview_step_reads_nothing_from_the_device_once_the_backbone_runs() -> None:
     """On a GPU a value read back (``.item()``, ``nonzero``, boolean-mask indexing) makes the host wait
     for all queued work: after the backbone's, it would leave the GPU idle while the head launches."""
-    from device_reads import DeviceReads
+    from smil.device_reads import DeviceReads
 
     torch.manual_seed(0)
     model = create_regressor(spec("multiview", "resnet18", "transformer", keypoint_heatmaps=True,

@@ -86,7 +86,7 @@ def test_missing_keypoints_stay_missing(batch_and_body):
 def test_view_frame_reads_nothing_from_the_device(batch_and_body):
     """The trainer moves every single-view batch into the view frame before the step: a value read
     there (a linear solver's error check) would make the host wait on a GPU for the previous step."""
-    from device_reads import DeviceReads
+    from smil.device_reads import DeviceReads
 
     batch, body = batch_and_body
     with DeviceReads() as reads:
