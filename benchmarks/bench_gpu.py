@@ -101,12 +101,14 @@ def gpu_memory(fn, batches: list[dict], device: torch.device) -> dict[str, float
             "step_mib": round((peak - resident) / mib, 1)}
 
 
-def render_sweep(trainer, batch: dict, epoch: int, seconds: float) -> dict[str, Any]:
+def render_sweep(trainer, batch: dict, epoch: int, seconds: float, errors: dict[str, str]) -> dict[str, Any]:
     """The silhouette term's renderer alone (forward + backward, ms per call) on this batch's predicted
     meshes and cameras, drawn as the loss draws them (every view, those without a mask left empty by
     ``image_mask``), at the loss's settings, with work chunks of at most 2¹⁶, 2²⁰ and 2²² (pixel, face)
-    pairs (the loss uses the renderer's default for the device, 2²² on a GPU), and with back-face
-    culling (the default model is closed)."""
+    pairs (the loss uses the renderer's default for the device, 2²² on a GPU), with back-face
+    culling (the default model is closed), and on a GPU with its chunks compiled as a compiled
+    training step compiles them (``default_chunk_compiled``; its first call, which compiles unless the
+    compiled steps already did, is timed apart as ``compiled_first_call_s``)."""
     from smil.losses import body_forward, predicted_cameras, render_intrinsics
     from smil.render.soft import soft_silhouette
     from smil.train.loop import as_float32, run_model
@@ -125,12 +127,12 @@ def render_sweep(trainer, batch: dict, epoch: int, seconds: float) -> dict[str, 
     cams = (render_intrinsics(K, image_size, size).reshape(-1, 3, 3), R.reshape(-1, 3, 3), t.reshape(-1, 3))
     faces = trainer.body.faces
 
-    def call(chunk: int | None, cull: bool):
+    def call(chunk: int | None, cull: bool, compile_options: dict | None = None):
         def run(_batch: dict) -> None:
             v = v_all.detach().requires_grad_(True)
             sil = soft_silhouette(v, faces, *cams, (size, size), sigma=s_cfg.silhouette_sigma,
                                   backface_culling=cull, max_pairs_per_chunk=chunk,
-                                  image_mask=draw.reshape(-1), check_faces=False)
+                                  image_mask=draw.reshape(-1), check_faces=False, compile_options=compile_options)
             sil.pow(2).mean().backward()
 
         return run
@@ -138,13 +140,18 @@ def render_sweep(trainer, batch: dict, epoch: int, seconds: float) -> dict[str, 
     variants = {f"chunk_{c}": call(c, False) for c in (1 << 16, 1 << 20, 1 << 22)}
     variants["default_chunk"] = call(None, False)
     variants["default_chunk_backface_culling"] = call(None, True)
+    out: dict[str, Any] = {"images": int(draw.sum()), "size": size, "sigma": s_cfg.silhouette_sigma, "epoch": epoch}
+    if trainer.device.type != "cpu":  # where the loss compiles the chunks (SmilLoss.render_compile_options)
+        compiled = call(None, False, {"backend": os.environ.get("SMIL_COMPILE_BACKEND", "inductor")})
+        t0 = time.perf_counter()
+        if attempt(errors, "render_compiled", lambda: compiled(batch)):
+            out["compiled_first_call_s"] = round(time.perf_counter() - t0, 1)
+            variants["default_chunk_compiled"] = compiled
     t = BT.time_interleaved(variants, [batch], trainer.device, seconds, min_rounds=3)
-    census = BT.op_census(lambda: call(None, False)(batch))
-    return {
-        "images": int(draw.sum()), "size": size, "sigma": s_cfg.silhouette_sigma, "epoch": epoch,
-        "fwd_bwd_ms": {k: round(1000 * v, 2) for k, v in t.items() if k != "rounds"},
-        "default_chunk_ops": {"non_view_ops": census["non_view_ops"], "sync_ops": census["sync_ops"]},
-    }
+    out["fwd_bwd_ms"] = {k: round(1000 * v, 2) for k, v in t.items() if k != "rounds"}
+    out["launches"] = {k: BT.launch_census(lambda: variants[k](batch))
+                       for k in ("default_chunk", "default_chunk_compiled") if k in variants}
+    return out
 
 
 def attempt(errors: dict[str, str], name: str, fn) -> bool:
@@ -250,7 +257,7 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path, device: torch.devi
         loss=BT.loss_breakdown(trainer, batches, ep_last, max(args.seconds / 4, 1.0))))
     if any("silhouette" in row[f"full_{label}"]["loss_terms"] for label in epochs):
         attempt(errors, "render_sweep", lambda: row.update(
-            render=render_sweep(trainer, batches[0], ep_last, max(args.seconds / 4, 1.0))))
+            render=render_sweep(trainer, batches[0], ep_last, max(args.seconds / 4, 1.0), errors)))
     attempt(errors, "memory_backbone", lambda: row["backbone"].update(memory=gpu_memory(steps["backbone"], batches, device)))
     for name in variants:
         attempt(errors, f"memory_{name}", lambda: row[name].update(memory=gpu_memory(steps[name], batches, device)))

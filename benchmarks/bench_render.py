@@ -21,8 +21,15 @@ as fast as deodr). deodr 0.2.3 imports ``trimesh`` unconditionally: install both
 
     python benchmarks/bench_render.py [--sizes 64 128 256] [--batches 1 8] [--threads 1 0]
                                       [--repeats 5] [--sigma 1.0] [--meshes default stick]
+                                      [--compile-chunks BACKEND] [--max-pairs N]
 
-``--threads 0`` means torch's default. Prints one JSON object; progress rows go to stderr.
+``--threads 0`` means torch's default. ``--compile-chunks inductor`` also times ours with the chunks
+compiled (``ours_compiled``: ``compile_options={"backend": BACKEND}``, as a compiled training step
+on a GPU draws them; the first call, which compiles, is the warm-up and reported as
+``ours_compiled_first_s``), and counts each variant's launches per call (``launches``: eager
+operators and compiled-graph calls, as in ``bench_train.py``). ``--max-pairs`` sets the chunk size
+(default: the renderer's for the device). Prints one JSON object;
+progress rows go to stderr.
 """
 
 from __future__ import annotations
@@ -107,17 +114,17 @@ def manifold_faces(faces: np.ndarray) -> np.ndarray:
 
 
 class Ours:
-    def __init__(self, verts, faces, K, R, t, size: int, sigma: float, culling: bool) -> None:
+    def __init__(self, verts, faces, K, R, t, size: int, sigma: float, culling: bool, **options) -> None:
         B = K.shape[0]
         self.verts = torch.tensor(verts, dtype=torch.float32)[None].repeat(B, 1, 1).requires_grad_()
         self.faces = torch.tensor(faces)
         self.K, self.R, self.t = (torch.tensor(x, dtype=torch.float32) for x in (K, R, t))
-        self.size, self.sigma, self.culling = size, sigma, culling
+        self.size, self.sigma, self.culling, self.options = size, sigma, culling, options
         self.weight = torch.rand(B, size, size, generator=torch.Generator().manual_seed(1))
 
     def forward(self) -> torch.Tensor:
         return soft_silhouette(self.verts, self.faces, self.K, self.R, self.t, (self.size, self.size),
-                               self.sigma, backface_culling=self.culling)
+                               self.sigma, backface_culling=self.culling, **self.options)
 
     def __call__(self) -> tuple[float, float]:
         self.verts.grad = None
@@ -174,16 +181,21 @@ def run(args: argparse.Namespace) -> dict:
             for size in args.sizes:
                 for batch in args.batches:
                     K, R, t = cameras(verts, size, batch)
-                    ours = Ours(verts, faces, K, R, t, size, args.sigma, culling=False)
-                    culled = Ours(verts, faces, K, R, t, size, args.sigma, culling=True)
+                    chunks = {"max_pairs_per_chunk": args.max_pairs}
+                    ours = Ours(verts, faces, K, R, t, size, args.sigma, culling=False, **chunks)
+                    culled = Ours(verts, faces, K, R, t, size, args.sigma, culling=True, **chunks)
                     ref = Deodr(verts, deodr_faces, K, R, t, size) if deodr is not None else None
                     timed = {"ours": ours, "ours_culled": culled}
+                    if args.compile_chunks:
+                        timed["ours_compiled"] = Ours(verts, faces, K, R, t, size, args.sigma, culling=False,
+                                                      compile_options={"backend": args.compile_chunks}, **chunks)
                     if ref is not None:
                         timed["deodr"] = ref
                     times: dict[str, list[tuple[float, float]]] = {k: [] for k in timed}
                     fwd = []
+                    first = {}
                     for k, fn in timed.items():  # warm-up
-                        fn()
+                        first[k] = fn()[0]
                     for _ in range(args.repeats):
                         for k, fn in timed.items():
                             times[k].append(fn())
@@ -196,6 +208,11 @@ def run(args: argparse.Namespace) -> dict:
                         row[f"{k}_median_s"] = round(statistics.median(t[0] for t in ts), 5)
                         row[f"{k}_cpu_s"] = round(min(t[1] for t in ts), 5)
                     row["ours_forward_s"] = round(min(fwd), 5)
+                    if args.compile_chunks:
+                        from bench_train import launch_census
+
+                        row["ours_compiled_first_s"] = round(first["ours_compiled"], 2)
+                        row["launches"] = {k: launch_census(timed[k]) for k in ("ours", "ours_compiled")}
                     if ref is not None:
                         for k in ("", "_culled"):
                             row[f"ratio{k}"] = round(row[f"ours{k}_s"] / row["deodr_s"], 2)
@@ -214,6 +231,7 @@ def run(args: argparse.Namespace) -> dict:
         "cpu_count": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "max_pairs_per_chunk": args.max_pairs,
         "rows": rows,
     }
 
@@ -226,6 +244,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sigma", type=float, default=1.0, help="our edge softness, squared pixels")
     parser.add_argument("--meshes", nargs="+", default=["default", "stick"])
+    parser.add_argument("--compile-chunks", metavar="BACKEND", help="also time ours with compiled chunks")
+    parser.add_argument("--max-pairs", type=int, help="(pixel, face) pairs per chunk (default: the CPU's)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     print(json.dumps(run(args), indent=1))

@@ -219,7 +219,7 @@ def predicted_fov(pred: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def silhouette_loss(
     vertices: torch.Tensor, faces: torch.Tensor, K, R, t, masks: torch.Tensor, has_mask: torch.Tensor,
-    render_size: int, sigma: float,
+    render_size: int, sigma: float, compile_options: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """Mean squared difference between the soft silhouette and the ground-truth mask, per view.
 
@@ -227,6 +227,7 @@ def silhouette_loss(
     ``masks (B,V,H,W)``; ``has_mask (B,V)``: the views compared. Every view is drawn in one call,
     those without a mask with no faces and no gradient, so nothing depends on how many there are
     (no host-device synchronisation); the result is the mean over the compared views' pixels.
+    ``compile_options``: the renderer's (:func:`smil.render.soft.soft_silhouette`).
     """
     from smil.render.soft import soft_silhouette
 
@@ -235,7 +236,7 @@ def silhouette_loss(
     draw = has_mask.reshape(B * V).bool()
     sil = soft_silhouette(
         verts, faces, K.reshape(-1, 3, 3), R.reshape(-1, 3, 3), t.reshape(-1, 3), (render_size, render_size),
-        sigma=sigma, image_mask=draw, check_faces=False,
+        sigma=sigma, image_mask=draw, check_faces=False, compile_options=compile_options,
     )
     target = masks.reshape(B * V, *masks.shape[2:]).to(sil.dtype)
     if target.shape[-1] != render_size:
@@ -337,13 +338,24 @@ class SmilLoss(torch.nn.Module):
         self.register_buffer("jw", settings.joint_weights.clone())
         self._constants: dict[tuple, torch.Tensor] = {}  # device tensors built once, by key
         self._evaluate = self.evaluate  # or its compiled form (compile_terms)
+        self._render_options: dict[str, Any] | None = None  # the renderer's chunks compiled (on GPUs)
 
     def compile_terms(self, **options: Any) -> None:
         """Evaluate the terms through ``torch.compile(**options)``: the stacking of the IEF estimates,
         the body model and every term in fused kernels. The weighting stays outside, so changing
         weights never recompiles; a curriculum stage that switches a term on or off compiles once
-        more."""
+        more.
+
+        On a GPU the silhouette renderer, planned on the host and run between graphs, evaluates its
+        chunks through ``torch.compile`` too (with dynamic shapes and without CUDA graphs, whatever
+        ``mode``); on a CPU its eager chunks are faster (``docs/rendering.md``)."""
         self._evaluate = torch.compile(self.evaluate, **options)
+        self._render_options = {k: v for k, v in options.items() if k != "mode"}
+
+    def render_compile_options(self, device: torch.device) -> dict[str, Any] | None:
+        """What the silhouette renderer's chunks are compiled with on ``device``: ``None`` (eager)
+        on a CPU or without ``compile_terms``."""
+        return None if device.type == "cpu" else self._render_options
 
     def forward(
         self, pred: dict[str, Any], batch: dict[str, torch.Tensor], epoch: int = 0
@@ -435,6 +447,7 @@ class SmilLoss(torch.nn.Module):
             final["silhouette"] = silhouette_loss(
                 verts, self.body_model.faces, K[-1], R[-1], t[-1], batch["mask"],
                 batch["has_mask"].bool() & view_mask, self.s.silhouette_size, self.s.silhouette_sigma,
+                self.render_compile_options(verts.device),
             )
         if "triangulation" in active and view_mask.shape[1] > 1:
             final["triangulation"] = triangulation_loss(

@@ -244,3 +244,14 @@ def test_silhouette_compares_only_views_with_masks(body: SMILModel) -> None:
     value.backward()
     assert float(value.detach()) > 1e-6
     assert all(torch.isfinite(v.grad).all() for v in leaves.values() if v.grad is not None)
+
+
+def test_compiled_terms_compile_the_renderers_chunks_on_a_gpu_only(body: SMILModel) -> None:
+    loss = SmilLoss(body, LossSettings(
+        weights={"silhouette": 1.0}, curriculum={}, ief_intermediate_weight=0.0,
+        joint_weights=torch.ones(body.num_joints, dtype=torch.float64), image_size=S, body_unit=1.0))
+    assert loss.render_compile_options(torch.device("cuda")) is None  # not compiled
+    loss.compile_terms(backend="inductor", mode="reduce-overhead")
+    # Chunk shapes change every call: no CUDA graphs for them, whatever the terms' mode.
+    assert loss.render_compile_options(torch.device("cuda")) == {"backend": "inductor"}
+    assert loss.render_compile_options(torch.device("cpu")) is None  # eager chunks are faster there

@@ -268,6 +268,48 @@ def test_tiling_and_chunking_do_not_change_the_image_or_gradient(stick) -> None:
             assert torch.allclose(grad, results[0][1], rtol=1e-9, atol=1e-9 * results[0][1].abs().max())
 
 
+def test_compiled_chunks_draw_the_same_image_and_gradient_with_one_graph_for_every_chunk_shape(stick) -> None:
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._functorch.aot_autograd import make_boxed_func
+
+    graphs: list[int] = []
+
+    def count(gm, example_inputs):  # aot_eager that counts the graphs it is given
+        graphs.append(len(gm.graph.nodes))
+        return make_boxed_func(gm.forward)
+
+    backend = aot_autograd(fw_compiler=count)
+    verts, faces = stick
+    K, R = pinhole(60.0, 31.5, 31.5), rot_y(0.5) @ rot_x(0.4)
+    # Small tiles and chunks: chunks of many shapes (tile heights, widths and counts) in each call.
+    settings = dict(box_size=8, max_pairs_per_chunk=1024)
+    torch._dynamo.reset()
+    for n, shift in enumerate((0.1, -0.05, 0.2)):  # each camera gives other chunks
+        t = torch.tensor([0.0, shift, 2.0], dtype=F64)
+        results = []
+        for compile_options in (None, {"backend": backend}):
+            vv = verts[None].clone().requires_grad_()
+            sil = soft_silhouette(vv, faces, K, R, t, (64, 64), compile_options=compile_options, **settings)
+            (sil * torch.linspace(0, 1, 64)).sum().backward()
+            results.append((sil.detach(), vv.grad))
+        (eager, eager_grad), (compiled, compiled_grad) = results
+        assert float(eager.amax()) > 0.5
+        assert (compiled - eager).abs().max() <= 1e-12
+        assert torch.allclose(compiled_grad, eager_grad, rtol=1e-9, atol=1e-12 * eager_grad.abs().max())
+        if n == 0:
+            first = len(graphs)
+            assert first == 2, graphs  # drawing and summing
+    assert len(graphs) == first  # no recompilation for other chunk shapes
+
+
+def test_compiled_chunks_refuse_cuda_graphs() -> None:
+    verts, faces = tetrahedron()
+    with pytest.raises(SmilError, match="without CUDA graphs"):
+        soft_silhouette(verts[None], faces, pinhole(30.0, 15.5, 15.5), torch.eye(3, dtype=F64),
+                        torch.tensor([0.0, 0.0, 3.0], dtype=F64), (32, 32),
+                        compile_options={"mode": "reduce-overhead"})
+
+
 def test_module_wrapper_matches_the_function() -> None:
     verts, faces = icosphere(2)
     K, t = pinhole(40.0, 15.5, 15.5), torch.tensor([0.0, 0.0, 3.0], dtype=F64)

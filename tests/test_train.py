@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from smil.config import iter_fields, load_config
+from smil.render.soft import chunk_kernels as _chunk_kernels
 from smil.train.checkpoint import CheckpointError, check_compatible, load_model_record
 from smil.train.loop import Trainer
 from smil.train.schedule import learning_rate
@@ -312,12 +313,18 @@ def test_compiled_step_matches_eager(tmp_path: Path, tiny_data: dict) -> None:
 
 
 def test_compiled_runs_train_like_eager_ones(tmp_path: Path, tiny_data: dict, monkeypatch) -> None:
-    """A whole multi-view run compiled (training with the silhouette term, whose renderer is not traced,
-    and a curriculum stage; validation, checkpoint, model.pt), through torch's graph capture without
-    generated kernels (SMIL_COMPILE_BACKEND=aot_eager)."""
+    """A whole multi-view run compiled (training with the silhouette term, whose renderer is not traced
+    but compiles its chunks as on a GPU, and a curriculum stage; validation, checkpoint, model.pt),
+    through torch's graph capture without generated kernels (SMIL_COMPILE_BACKEND=aot_eager)."""
     import torch._dynamo
 
+    import smil.render.soft as soft
+    from smil.losses import SmilLoss
+
     monkeypatch.setenv("SMIL_COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr(SmilLoss, "render_compile_options", lambda self, device: self._render_options)
+    kernels_used = []
+    monkeypatch.setattr(soft, "chunk_kernels", lambda options: kernels_used.append(options) or _chunk_kernels(options))
     cfg = config(tmp_path, tiny_data, "multiview", optim__epochs=2, data__augment=False, loss__silhouette_size=32,
                  loss__weights={**load_config(data={"mode": "multiview"}).loss.weights, "silhouette": 0.1},
                  loss__curriculum={"1": {"keypoints2d": 2.0, "silhouette": 0.2}})
@@ -326,6 +333,7 @@ def test_compiled_runs_train_like_eager_ones(tmp_path: Path, tiny_data: dict, mo
     before = _graphs_compiled()
     compiled = fit(cfg, tmp_path / "compiled", "optim.compile=default")
     assert _graphs_compiled() > before
+    assert {"backend": "aot_eager"} in kernels_used  # the chunks compiled, without CUDA graphs
     a, b = weights(tmp_path / "eager/model.pt"), weights(tmp_path / "compiled/model.pt")
     assert_same_weights(a, b, atol=1e-4)  # same parameter names, nearly the same values
     rows = [list(csv.DictReader(open(tmp_path / f"{n}/history.csv"))) for n in ("eager", "compiled")]

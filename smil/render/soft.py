@@ -35,7 +35,10 @@ images left out with ``image_mask`` give none.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -77,6 +80,7 @@ def soft_silhouette(
     max_pairs_per_chunk: int | None = None,
     image_mask: torch.Tensor | None = None,
     check_faces: bool = True,
+    compile_options: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Soft silhouettes ``(B, H, W)`` in ``[0, 1]`` of a mesh seen by ``B`` pinhole cameras.
 
@@ -107,6 +111,12 @@ def soft_silhouette(
             subset this way needs no host-device synchronisation, unlike indexing the batch.
         check_faces: check that every face index lies in ``[0, V)`` (a read from the device);
             ``False`` for faces known to be valid, such as a loaded body model's.
+        compile_options: evaluate the chunks through ``torch.compile(dynamic=True,
+            **compile_options)`` (e.g. ``{}`` or ``{"backend": "aot_eager"}``): a few fused kernels per
+            chunk instead of about 80 operators, for GPUs, where a step is bound by launches. One
+            graph serves every chunk shape. No CUDA graphs (``mode="reduce-overhead"`` is refused:
+            the shapes change every call). On a CPU the eager chunks, written into reused buffers,
+            are faster (see ``docs/rendering.md``). The result is the same up to rounding.
 
     Returns:
         ``(B, H, W)`` silhouettes, differentiable with respect to ``vertices``, ``K``, ``R``, ``t``.
@@ -124,6 +134,7 @@ def soft_silhouette(
             f"{max_pairs_per_chunk}", field="box_size, max_pairs_per_chunk",
         )
     B = _check_inputs(vertices, faces, K, R, t, check_faces)
+    kernels = chunk_kernels(compile_options)
     out_dtype = vertices.dtype
     if vertices.dtype not in (torch.float32, torch.float64):
         vertices = vertices.float()
@@ -148,7 +159,7 @@ def soft_silhouette(
     # The differentiable part: every tile's projected triangle, (T, 3, 2), in the plan's order.
     vid = faces.index_select(0, plan.face)  # (T, 3)
     tri = uv.reshape(-1, 2).index_select(0, (vid + (plan.batch * uv.shape[1])[:, None]).view(-1)).view(-1, 3, 2)
-    return _SoftSilhouetteFn.apply(tri, plan, settings).to(out_dtype)
+    return _SoftSilhouetteFn.apply(tri, plan, settings, kernels).to(out_dtype)
 
 
 class SoftSilhouetteRenderer(nn.Module):
@@ -442,10 +453,43 @@ class _Geometry:
         self.base = (plan.batch * (s.H * s.W) + plan.origin[1] * s.W + plan.origin[0]).to(itype)
         self.last_x = (plan.extent[0] - 1).to(itype)  # last column and row inside each tile
         self.last_y = (plan.extent[1] - 1).to(itype)
-        self.index = torch.arange(s.box_size, device=dev, dtype=itype)[:, None]  # (size, 1)
+        self.index = torch.arange(max(s.box_size, 2), device=dev, dtype=itype)[:, None]  # (size, 1)
         self.coord = self.index.to(dt) * s.scale
         self.W = torch.full((), s.W, dtype=itype, device=dev)  # made on the device: no copy from the host
         self.dummy = torch.full((), s.B * s.H * s.W, dtype=itype, device=dev)  # index past the images
+
+    def tiles(self, chunk: tuple[int, int, int, int], min_grid: int = 1) -> _Tiles:
+        """The edge data of a chunk's tiles ``[a, b)`` and its ``h × w`` pixel grid, at least
+        ``min_grid`` (≤ 2) rows and columns (padding): views only."""
+        a, b, h, w = chunk
+        h, w = max(h, min_grid), max(w, min_grid)
+        return _Tiles(
+            self.ux[:, a:b], self.uy[:, a:b], self.c0[:, a:b], self.s0[:, a:b], self.length[:, a:b],
+            self.zero[:, a:b], self.base[a:b], self.last_x[a:b], self.last_y[a:b],
+            self.index[:h], self.index[:w], self.coord[:h], self.coord[:w], self.W, self.dummy,
+        )
+
+
+class _Tiles(NamedTuple):
+    """One chunk's inputs, all tensors (their shapes carry the chunk's size, so that one graph
+    compiled with dynamic shapes serves every chunk): per edge and tile ``(3, n)``, per tile
+    ``(n,)``, the grid's row and column indices ``(h, 1)``, ``(w, 1)`` and σ-scaled coordinates."""
+
+    ux: torch.Tensor
+    uy: torch.Tensor
+    c0: torch.Tensor
+    s0: torch.Tensor
+    length: torch.Tensor
+    zero: torch.Tensor
+    base: torch.Tensor
+    last_x: torch.Tensor
+    last_y: torch.Tensor
+    row_index: torch.Tensor
+    col_index: torch.Tensor
+    row_coord: torch.Tensor
+    col_coord: torch.Tensor
+    W: torch.Tensor
+    dummy: torch.Tensor
 
 
 class _Workspace:
@@ -473,45 +517,53 @@ class _Workspace:
 
 
 class _Chunk:
-    """One chunk of tiles ``[a, b)`` on an ``h × w`` pixel grid."""
+    """One chunk of tiles on an ``h × w`` pixel grid. Its per-pair tensors are written into the
+    workspace's buffers, or into fresh tensors without one (``ws=None``: the form that
+    ``torch.compile`` fuses)."""
 
-    def __init__(self, geo: _Geometry, chunk: tuple[int, int, int, int], ws: _Workspace) -> None:
-        a, b, h, w = chunk
-        self.geo, self.ws, self.a, self.b = geo, ws, a, b
-        self.edge_shape, self.pair_shape = (3, h, w, b - a), (h, w, b - a)
+    def __init__(self, tiles: _Tiles, ws: _Workspace | None) -> None:
+        h, w, n = tiles.row_index.shape[0], tiles.col_index.shape[0], tiles.base.shape[0]
+        self.tiles, self.ws = tiles, ws
+        self.edge_shape, self.pair_shape = (3, h, w, n), (h, w, n)
         # Flat pixel index of every pair. Rows and columns past a tile's extent (padding) point at
         # a dummy pixel after the last image, whose value is dropped and whose gradient is 0.
-        pad_x = torch.sub(geo.index[:w], geo.last_x[a:b]).clamp_(0, 1)  # (w, n), 1 on padding
-        pad_y = torch.sub(geo.index[:h], geo.last_y[a:b]).clamp_(0, 1)
-        col = torch.addcmul(geo.index[:w], pad_x, geo.dummy)
-        row = torch.addcmul(geo.base[a:b], geo.index[:h], geo.W).addcmul_(pad_y, geo.dummy)
-        self.pixel = torch.add(row[:, None, :], col[None, :, :]).clamp_(max=geo.dummy).view(-1)
+        pad_x = torch.sub(tiles.col_index, tiles.last_x).clamp_(0, 1)  # (w, n), 1 on padding
+        pad_y = torch.sub(tiles.row_index, tiles.last_y).clamp_(0, 1)
+        col = torch.addcmul(tiles.col_index, pad_x, tiles.dummy)
+        row = torch.addcmul(tiles.base, tiles.row_index, tiles.W).addcmul_(pad_y, tiles.dummy)
+        self.pixel = torch.add(row[:, None, :], col[None, :, :]).clamp_(max=tiles.dummy).view(-1)
+
+    def edge(self, i: int) -> torch.Tensor | None:
+        return None if self.ws is None else self.ws.edge(i, self.edge_shape)
+
+    def pair(self, i: int) -> torch.Tensor | None:
+        return None if self.ws is None else self.ws.pair(i, self.pair_shape)
 
     def distances(self) -> tuple[torch.Tensor, ...]:
         """``c``, ``s − clamp(s, 0, ℓ)``, ``clamp(s, 0, ℓ)``, ``d²`` per edge ``(3, h, w, n)``;
         ``cmin`` (> 0 inside), ``d²min`` and ``x = ±d²min`` per pair ``(h, w, n)``."""
-        geo, ws, E, P, a, b = self.geo, self.ws, self.edge_shape, self.pair_shape, self.a, self.b
-        j, i = geo.coord[None, : E[2]], geo.coord[None, : E[1]]  # (1, w, 1), (1, h, 1)
-        ux, uy = geo.ux[:, None, a:b], geo.uy[:, None, a:b]  # (3, 1, n)
+        tl, E = self.tiles, self.edge_shape
+        j, i = tl.col_coord[None], tl.row_coord[None]  # (1, w, 1), (1, h, 1)
+        ux, uy = tl.ux[:, None], tl.uy[:, None]  # (3, 1, n)
         # Row and column terms, written into contiguous (3, h, n) / (3, w, n) tensors: left to
         # itself, broadcasting picks a tile-outermost layout that slows every op after it.
         row = torch.empty(2, 3, E[1], E[3], dtype=ux.dtype, device=ux.device)  # c, s: (3, h, n)
         col = torch.empty(2, 3, E[2], E[3], dtype=ux.dtype, device=ux.device)  # c, s: (3, w, n)
-        torch.addcmul(geo.c0[:, None, a:b], i, ux, out=row[0])
-        torch.addcmul(geo.s0[:, None, a:b], i, uy, out=row[1])
+        torch.addcmul(tl.c0[:, None], i, ux, out=row[0])
+        torch.addcmul(tl.s0[:, None], i, uy, out=row[1])
         torch.mul(j, uy, out=col[0]).neg_()
         torch.mul(j, ux, out=col[1])
-        c = torch.add(row[0, :, :, None], col[0, :, None], out=ws.edge(0, E))
-        cmin = torch.minimum(c[0], c[1], out=ws.pair(0, P))
-        torch.minimum(cmin, c[2], out=cmin)
-        sp = torch.add(row[1, :, :, None], col[1, :, None], out=ws.edge(1, E))
-        sc = torch.clamp(sp, geo.zero[:, None, None, a:b], geo.length[:, None, None, a:b], out=ws.edge(2, E))
+        c = torch.add(row[0, :, :, None], col[0, :, None], out=self.edge(0))
+        cmin = torch.minimum(c[0], c[1], out=self.pair(0))
+        cmin = torch.minimum(cmin, c[2], out=cmin)
+        sp = torch.add(row[1, :, :, None], col[1, :, None], out=self.edge(1))
+        sc = torch.clamp(sp, tl.zero[:, None, None], tl.length[:, None, None], out=self.edge(2))
         sp.sub_(sc)  # the part of s beyond the segment
-        d2 = torch.mul(c, c, out=ws.edge(3, E))
+        d2 = torch.mul(c, c, out=self.edge(3))
         d2.addcmul_(sp, sp)
-        d2min = torch.minimum(d2[0], d2[1], out=ws.pair(1, P))
-        torch.minimum(d2min, d2[2], out=d2min)
-        x = torch.copysign(d2min, cmin, out=ws.pair(2, P))
+        d2min = torch.minimum(d2[0], d2[1], out=self.pair(1))
+        d2min = torch.minimum(d2min, d2[2], out=d2min)
+        x = torch.copysign(d2min, cmin, out=self.pair(2))
         return c, sp, sc, d2, cmin, d2min, x
 
 
@@ -524,21 +576,26 @@ def _neg_log_keep(x: torch.Tensor, cutoff: float) -> torch.Tensor:
     return x.exp_().add_(1.0).mul_(1.0 - cutoff).clamp_min_(1.0).log_()
 
 
+def _draw_chunk(acc: torch.Tensor, tiles: _Tiles, ws: _Workspace | None, cutoff: float) -> None:
+    """Add the chunk's ``Σ_f log(1 − D'_f)`` to the flat image ``acc`` (``+ 1`` dummy pixel)."""
+    ch = _Chunk(tiles, ws)
+    x = ch.distances()[-1]
+    acc.index_add_(0, ch.pixel, _neg_log_keep(x, cutoff).view(-1), alpha=-1.0)
+
+
 class _SoftSilhouetteFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, tri, plan, s):  # type: ignore[override]
+    def forward(ctx, tri, plan, s, kernels):  # type: ignore[override]
         acc = torch.zeros(s.B * s.H * s.W + 1, dtype=tri.dtype, device=tri.device)  # + dummy
         geo = _Geometry(tri, plan, s) if plan.chunks else None
         if geo is not None:
-            ws = _Workspace(_largest(plan.chunks), tri.dtype, tri.device)
+            ws = _Workspace(_largest(plan.chunks), tri.dtype, tri.device) if kernels.workspace else None
             for chunk in plan.chunks:
-                ch = _Chunk(geo, chunk, ws)
-                x = ch.distances()[-1]
-                acc.index_add_(0, ch.pixel, _neg_log_keep(x, s.cutoff).view(-1), alpha=-1.0)
+                kernels.draw(acc, geo.tiles(chunk, kernels.min_grid), ws, s.cutoff)
         acc = acc[:-1].clamp_max_(0.0)  # Σ_f log(1 − D'_f) per pixel
         ctx.save_for_backward(acc)
         # The per-tile edge data (a few hundred bytes per tile) is kept for the backward pass.
-        ctx.plan, ctx.settings, ctx.geo, ctx.tri_shape = plan, s, geo, tri.shape
+        ctx.plan, ctx.settings, ctx.geo, ctx.tri_shape, ctx.kernels = plan, s, geo, tri.shape, kernels
         return torch.expm1(acc).neg_().add_(0.0).view(s.B, s.H, s.W)  # + 0.0 turns −0 into 0
 
     @staticmethod
@@ -549,14 +606,19 @@ class _SoftSilhouetteFn(torch.autograd.Function):
         plan: _Plan = ctx.plan
         geo: _Geometry | None = ctx.geo
         if geo is None:
-            return acc.new_zeros(ctx.tri_shape), None, None
+            return acc.new_zeros(ctx.tri_shape), None, None, None
         # silhouette = 1 − exp(acc): dsil/dx_f = exp(acc)·sigmoid(x_f) for pairs above the cutoff.
         gpix = torch.zeros(acc.shape[0] + 1, dtype=acc.dtype, device=acc.device)  # + dummy
         torch.mul(grad_out.reshape(-1).to(acc.dtype), torch.exp(acc), out=gpix[:-1])
-        ws = _Workspace(_largest(plan.chunks), acc.dtype, acc.device)
+        kernels: _Kernels = ctx.kernels
+        ws = _Workspace(_largest(plan.chunks), acc.dtype, acc.device) if kernels.workspace else None
         sums = torch.empty(4, 3, plan.face.shape[0], dtype=acc.dtype, device=acc.device)
         for chunk in plan.chunks:
-            _chunk_sums(_Chunk(geo, chunk, ws), gpix, s.cutoff, sums[:, :, chunk[0] : chunk[1]])
+            out = sums[:, :, chunk[0] : chunk[1]]
+            if ws is None:  # compiled: a fresh result (a graph does not write into its inputs' views)
+                out.copy_(kernels.sums(geo.tiles(chunk, kernels.min_grid), ws, gpix, s.cutoff, None))
+            else:
+                kernels.sums(geo.tiles(chunk), ws, gpix, s.cutoff, out)
         # Per edge: Σ g·r and Σ g·t·r with r = p − closest = c·n + (s − clamp)·u, t = clamp/ℓ.
         gc, ge, gct, get = sums
         ux, uy = geo.ux, geo.uy
@@ -567,7 +629,7 @@ class _SoftSilhouetteFn(torch.autograd.Function):
         swap = (grad[:, 2] - grad[:, 1]).mul_(geo.flip)  # back to the faces' own vertex order
         grad[:, 1].add_(swap)
         grad[:, 2].sub_(swap)
-        return grad.permute(2, 1, 0), None, None  # (N, 3, 2): per tile
+        return grad.permute(2, 1, 0), None, None, None  # (N, 3, 2): per tile
 
 
 def _largest(chunks: list[tuple[int, int, int, int]]) -> int:
@@ -575,16 +637,19 @@ def _largest(chunks: list[tuple[int, int, int, int]]) -> int:
     return max((b - a) * h * w for a, b, h, w in chunks)
 
 
-def _chunk_sums(ch: _Chunk, gpix: torch.Tensor, cutoff: float, out: torch.Tensor) -> None:
-    """Write the per-edge sums ``Σ g·c``, ``Σ g·e``, ``Σ g·c·clamp``, ``Σ g·e·clamp`` into ``out``.
+def _chunk_sums(
+    tiles: _Tiles, ws: _Workspace | None, gpix: torch.Tensor, cutoff: float, out: torch.Tensor | None
+) -> torch.Tensor:
+    """The per-edge sums ``Σ g·c``, ``Σ g·e``, ``Σ g·c·clamp``, ``Σ g·e·clamp`` ``(4, 3, n)``, written
+    into ``out`` when given.
 
-    ``e = s − clamp(s, 0, ℓ)``; ``g`` is dL/d(d²) on each pair's nearest edge and 0 on the other two;
-    ``out`` is ``(4, 3, n)``.
+    ``e = s − clamp(s, 0, ℓ)``; ``g`` is dL/d(d²) on each pair's nearest edge and 0 on the other two.
     """
+    ch = _Chunk(tiles, ws)
     c, sp, sc, d2, cmin, d2min, x = ch.distances()
     g = gpix.index_select(0, ch.pixel).view(ch.pair_shape)
     # sigmoid(x) > ε ⇔ the pair is above the cutoff; x = ±d² (+ inside) turns dL/dx into dL/d(d²).
-    sig = torch.nn.functional.threshold(torch.sigmoid(x, out=ch.ws.pair(3, ch.pair_shape)), cutoff, 0.0, True)
+    sig = torch.nn.functional.threshold(torch.sigmoid(x, out=ch.pair(3)), cutoff, 0.0, True)
     g.mul_(sig).mul_(cmin.sign_())
     # One-hot nearest edge, the first one on ties: d2min − d2 ≤ 0, so its sign + 1 ∈ {0, 1}.
     nearest = torch.sub(d2min, d2, out=d2).sign_().add_(1.0)
@@ -593,7 +658,65 @@ def _chunk_sums(ch: _Chunk, gpix: torch.Tensor, cutoff: float, out: torch.Tensor
     nearest.mul_(g)
     c.mul_(nearest)
     sp.mul_(nearest)
+    if out is None:
+        out = torch.empty(4, *ch.edge_shape[::3], dtype=c.dtype, device=c.device)
     torch.sum(c, (1, 2), out=out[0])
     torch.sum(sp, (1, 2), out=out[1])
     torch.sum(c.mul_(sc), (1, 2), out=out[2])
     torch.sum(sp.mul_(sc), (1, 2), out=out[3])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Eager or compiled chunks
+
+
+class _Kernels(NamedTuple):
+    """How chunks are evaluated: ``draw(acc, tiles, ws, cutoff)`` and ``sums(tiles, ws, gpix,
+    cutoff, out)``, eagerly into a reused workspace or compiled (no workspace, grids of at least
+    ``min_grid`` rows and columns)."""
+
+    draw: Any
+    sums: Any
+    workspace: bool
+    min_grid: int
+
+
+EAGER = _Kernels(_draw_chunk, _chunk_sums, True, 1)
+
+
+def _without_duck_sizing(compiled: Any) -> Any:
+    """``compiled``, traced without duck sizing: otherwise sizes that happen to be equal in the
+    first chunk compiled (a grid of 3 columns, like the 3 edges; as many rows as columns) are
+    taken for one size, and every chunk where they differ compiles another graph."""
+
+    def call(*args: Any) -> Any:
+        with torch.fx.experimental._config.patch(use_duck_shape=False):
+            return compiled(*args)
+
+    return call
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_kernels(options: tuple[tuple[str, Any], ...]) -> _Kernels:
+    opts = dict(options)
+    draw, sums = (_without_duck_sizing(torch.compile(f, dynamic=True, **opts)) for f in (_draw_chunk, _chunk_sums))
+    # Grids of 2 or more: a size of 1 would compile a graph of its own (0/1 specialisation).
+    return _Kernels(draw, sums, False, 2)
+
+
+def chunk_kernels(compile_options: Mapping[str, Any] | None) -> _Kernels:
+    """The eager kernels, or those compiled by ``torch.compile(dynamic=True, **compile_options)``
+    (cached per options: a few graphs for every chunk shape: the first chunk of a call and chunks
+    of one tile are specialised)."""
+    if compile_options is None:
+        return EAGER
+    mode = compile_options.get("mode")
+    if mode not in (None, "default", "max-autotune-no-cudagraphs"):
+        raise ConfigError(
+            f"expected a torch.compile mode without CUDA graphs for the renderer's chunks, whose shapes "
+            f"change every call, got {mode!r}", field="compile_options.mode",
+        )
+    if "dynamic" in compile_options:
+        raise ConfigError("the renderer's chunks always compile with dynamic shapes", field="compile_options.dynamic")
+    return _compiled_kernels(tuple(sorted(compile_options.items())))
