@@ -611,14 +611,14 @@ class _SoftSilhouetteFn(torch.autograd.Function):
         gpix = torch.zeros(acc.shape[0] + 1, dtype=acc.dtype, device=acc.device)  # + dummy
         torch.mul(grad_out.reshape(-1).to(acc.dtype), torch.exp(acc), out=gpix[:-1])
         kernels: _Kernels = ctx.kernels
-        ws = _Workspace(_largest(plan.chunks), acc.dtype, acc.device) if kernels.workspace else None
-        sums = torch.empty(4, 3, plan.face.shape[0], dtype=acc.dtype, device=acc.device)
-        for chunk in plan.chunks:
-            out = sums[:, :, chunk[0] : chunk[1]]
-            if ws is None:  # compiled: a fresh result (a graph does not write into its inputs' views)
-                out.copy_(kernels.sums(geo.tiles(chunk, kernels.min_grid), ws, gpix, s.cutoff, None))
-            else:
-                kernels.sums(geo.tiles(chunk), ws, gpix, s.cutoff, out)
+        if kernels.workspace:
+            ws = _Workspace(_largest(plan.chunks), acc.dtype, acc.device)
+            sums = torch.empty(4, 3, plan.face.shape[0], dtype=acc.dtype, device=acc.device)
+            for chunk in plan.chunks:
+                kernels.sums(geo.tiles(chunk), ws, gpix, s.cutoff, sums[:, :, chunk[0] : chunk[1]])
+        else:  # compiled: a fresh result per chunk (a graph does not write into its inputs' views)
+            sums = torch.cat([kernels.sums(geo.tiles(chunk, kernels.min_grid), None, gpix, s.cutoff, None)
+                              for chunk in plan.chunks], 2)
         # Per edge: Σ g·r and Σ g·t·r with r = p − closest = c·n + (s − clamp)·u, t = clamp/ℓ.
         gc, ge, gct, get = sums
         ux, uy = geo.ux, geo.uy
