@@ -106,9 +106,10 @@ def render_sweep(trainer, batch: dict, epoch: int, seconds: float, errors: dict[
     meshes and cameras, drawn as the loss draws them (every view, those without a mask left empty by
     ``image_mask``), at the loss's settings, with work chunks of at most 2¹⁶, 2²⁰ and 2²² (pixel, face)
     pairs (the loss uses the renderer's default for the device, 2²² on a GPU), with back-face
-    culling (the default model is closed), and on a GPU with its chunks compiled as a compiled
-    training step compiles them (``default_chunk_compiled``; its first call, which compiles unless the
-    compiled steps already did, is timed apart as ``compiled_first_call_s``)."""
+    culling (the default model is closed), and on a GPU as a compiled training step draws it
+    (``default_chunk_compiled``: called from a compiled function, which traces the projection,
+    culling and tile census, with its chunks compiled; its first call, which compiles, is timed apart
+    as ``compiled_first_call_s``)."""
     from smil.losses import body_forward, predicted_cameras, render_intrinsics
     from smil.render.soft import soft_silhouette
     from smil.train.loop import as_float32, run_model
@@ -128,12 +129,16 @@ def render_sweep(trainer, batch: dict, epoch: int, seconds: float, errors: dict[
     faces = trainer.body.faces
 
     def call(chunk: int | None, cull: bool, compile_options: dict | None = None):
+        def render(v: torch.Tensor) -> torch.Tensor:
+            return soft_silhouette(v, faces, *cams, (size, size), sigma=s_cfg.silhouette_sigma,
+                                   backface_culling=cull, max_pairs_per_chunk=chunk,
+                                   image_mask=draw.reshape(-1), check_faces=False, compile_options=compile_options)
+
+        if compile_options is not None:  # as a compiled loss calls it (its graphs without CUDA graphs)
+            render = torch.compile(render, **compile_options)
+
         def run(_batch: dict) -> None:
-            v = v_all.detach().requires_grad_(True)
-            sil = soft_silhouette(v, faces, *cams, (size, size), sigma=s_cfg.silhouette_sigma,
-                                  backface_culling=cull, max_pairs_per_chunk=chunk,
-                                  image_mask=draw.reshape(-1), check_faces=False, compile_options=compile_options)
-            sil.pow(2).mean().backward()
+            render(v_all.detach().requires_grad_(True)).pow(2).mean().backward()
 
         return run
 

@@ -302,6 +302,32 @@ def test_compiled_chunks_draw_the_same_image_and_gradient_with_one_graph_for_eve
     assert len(graphs) == first  # no recompilation for other chunk shapes
 
 
+def test_a_compiled_caller_traces_the_renderer_up_to_its_plan(stick) -> None:
+    """Projection, culling and the tile census (shapes known in advance) become a graph of their own;
+    only the planning read and what follows it run untraced. Same image and gradient."""
+    verts, faces = stick
+    K, R, t = pinhole(60.0, 31.5, 31.5), rot_y(0.5) @ rot_x(0.4), torch.tensor([0.0, 0.1, 2.0], dtype=F64)
+    weight = torch.linspace(0, 1, 64, dtype=F64)
+
+    def loss(v: torch.Tensor, draw: torch.Tensor) -> torch.Tensor:
+        sil = soft_silhouette(v * 1.0, faces, K, R, t, (64, 64), image_mask=draw, check_faces=False)
+        return (sil * weight).sum()
+
+    vv, draw = torch.stack([verts, verts * 1.1]), torch.tensor([True, False])
+    explained = torch._dynamo.explain(loss)(vv, draw)
+    # the caller's graph breaks at the call; soft_silhouette's own graph breaks at the planning
+    assert explained.graph_break_count == 2
+    assert max(len(g.graph.nodes) for g in explained.graphs) > 50  # projection, culling, census
+    results = []
+    for fn in (loss, torch.compile(loss, backend="aot_eager")):
+        v = vv.clone().requires_grad_()
+        value = fn(v, draw)
+        value.backward()
+        results.append((value.detach(), v.grad))
+    assert float(results[0][0]) > 0 and torch.equal(results[0][0], results[1][0])
+    assert torch.equal(results[0][1], results[1][1])
+
+
 def test_compiled_chunks_refuse_cuda_graphs() -> None:
     verts, faces = tetrahedron()
     with pytest.raises(SmilError, match="without CUDA graphs"):

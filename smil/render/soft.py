@@ -23,7 +23,9 @@ taller than ``box_size`` are split into tiles. Tiles are sorted by shape and pac
 at most ``max_pairs_per_chunk`` (pixel, face) pairs, each a dense ``(3 edges, h, w, tiles)`` block
 padded to its largest tile; the chunks minimise ``CHUNK_COST_PAIRS × chunks + padded pairs`` (a
 chunk costs about 80 operator calls: on a GPU, where they dominate, a few large chunks; on a CPU,
-little padding). Planning reads the device once per call (a histogram of tile shapes).
+little padding). Planning reads the device once per call (a histogram of tile shapes). A compiled
+caller traces everything before that read (projection, culling, the histogram); the chunks
+themselves can be compiled too (``compile_options``), with dynamic shapes.
 Nothing of size pixels × faces is ever stored: the forward pass keeps the per-pixel log-sum and the
 per-tile edge data, and the backward pass recomputes each chunk, so peak memory is
 ``O(B·H·W + faces + max_pairs_per_chunk)`` whatever the mesh and image size.
@@ -61,9 +63,6 @@ def soft_radius(sigma: float, cutoff: float = 1e-4) -> float:
     return math.sqrt(sigma * math.log((1.0 - cutoff) / cutoff))
 
 
-# Never traced by torch.compile (a compiled caller runs it as it is): its work is planned on the host
-# from the projected boxes, whose sizes change every call, and it already runs as a few large chunks.
-@torch.compiler.disable
 def soft_silhouette(
     vertices: torch.Tensor,
     faces: torch.Tensor,
@@ -134,7 +133,6 @@ def soft_silhouette(
             f"{max_pairs_per_chunk}", field="box_size, max_pairs_per_chunk",
         )
     B = _check_inputs(vertices, faces, K, R, t, check_faces)
-    kernels = chunk_kernels(compile_options)
     out_dtype = vertices.dtype
     if vertices.dtype not in (torch.float32, torch.float64):
         vertices = vertices.float()
@@ -147,6 +145,8 @@ def soft_silhouette(
         # (depth 0) would otherwise send 0 · ∞ = NaN back to the shared inputs.
         vertices, K, R, t = (_gate(x, draw, n) for x, n in ((vertices, 2), (K, 2), (R, 2), (t, 1)))
 
+    # Up to the plan's read from the device, every shape is known in advance: a compiled caller
+    # traces this part into its own graph; the rest runs as it is (see _render).
     uv, z = project(vertices, K, R, t, return_depth=True)  # (B, V, 2), (B, V)
     with torch.no_grad():
         uvz = torch.cat([uv, z.unsqueeze(-1)], -1)  # (B, V, 3)
@@ -154,12 +154,25 @@ def soft_silhouette(
         keep, boxes = _cull(corners, H, W, soft_radius(sigma, cutoff), near, backface_culling)
         if draw is not None:
             keep &= draw[:, None]
-        settings = _Settings(H, W, B, sigma, cutoff, box_size, max_pairs_per_chunk, vertices.device)
-        plan = _Plan(keep, boxes, settings)
+        census = _TileCensus.of(keep, boxes, box_size)
+    settings = (H, W, B, sigma, cutoff, box_size, max_pairs_per_chunk)
+    return _render(uv, faces, census, settings, compile_options, out_dtype)
+
+
+# Never traced by torch.compile (a compiled caller runs it as it is): its work is planned on the host
+# from the tile census, whose sizes change every call.
+@torch.compiler.disable
+def _render(
+    uv: torch.Tensor, faces: torch.Tensor, census: _TileCensus, settings: tuple, compile_options: Mapping | None,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
+    kernels = chunk_kernels(compile_options)
+    s = _Settings(*settings, uv.device)
+    plan = _Plan(census, s)
     # The differentiable part: every tile's projected triangle, (T, 3, 2), in the plan's order.
     vid = faces.index_select(0, plan.face)  # (T, 3)
     tri = uv.reshape(-1, 2).index_select(0, (vid + (plan.batch * uv.shape[1])[:, None]).view(-1)).view(-1, 3, 2)
-    return _SoftSilhouetteFn.apply(tri, plan, settings, kernels).to(out_dtype)
+    return _SoftSilhouetteFn.apply(tri, plan, s, kernels).to(out_dtype)
 
 
 class SoftSilhouetteRenderer(nn.Module):
@@ -304,16 +317,21 @@ class _Settings:
         self.chunk_cost = CHUNK_COST_PAIRS["cpu" if device.type == "cpu" else "other"]
 
 
-class _Plan:
-    """Face tiles sorted by shape, and the chunks ``(start, end, h, w)`` that pack them.
+class _TileCensus(NamedTuple):
+    """How the faces drawn split into tiles: ``keep`` ``(B·F,)``, each face box's origin ``lo`` and
+    extent ``ext`` ``(2, B·F)`` (x, y), its tiles per axis ``ntile`` ``(2, B·F)``, and ``summary``:
+    the histogram of tile shapes (index ``h·(box_size + 1) + w``) and the number of faces drawn.
+    Shapes known in advance: no read from the device."""
 
-    The device is read once: a histogram of tile shapes (and the number of faces drawn), from
-    which the host knows how many tiles there are and packs the chunks; everything else is
-    computed on the device with shapes known in advance.
-    """
+    keep: torch.Tensor
+    lo: torch.Tensor
+    ext: torch.Tensor
+    ntile: torch.Tensor
+    summary: torch.Tensor
+    faces: int
 
-    def __init__(self, keep: torch.Tensor, boxes: torch.Tensor, s: _Settings) -> None:
-        size, dev = s.box_size, boxes.device
+    @staticmethod
+    def of(keep: torch.Tensor, boxes: torch.Tensor, size: int) -> _TileCensus:
         F = keep.shape[1]
         keep = keep.flatten()  # (B·F,)
         lo, hi = boxes[:2].flatten(1), boxes[2:].flatten(1)  # (2, B·F): x, y
@@ -328,9 +346,23 @@ class _Plan:
             last[1] * (size + 1) + size, last[1] * (size + 1) + last[0],
         ])
         count = torch.stack([full[0] * full[1], full[1], full[0], torch.ones_like(full[0])]) * keep
-        hist = torch.zeros((size + 1) ** 2, dtype=count.dtype, device=dev)
+        hist = torch.zeros((size + 1) ** 2, dtype=count.dtype, device=keep.device)
         hist.index_add_(0, keys.flatten(), count.flatten())
-        summary = torch.cat([hist, keep.sum().view(1)]).tolist()  # the one read from the device
+        return _TileCensus(keep, lo, ext, ntile, torch.cat([hist, keep.sum().view(1)]), F)
+
+
+class _Plan:
+    """Face tiles sorted by shape, and the chunks ``(start, end, h, w)`` that pack them.
+
+    The device is read once: the census's histogram of tile shapes (and the number of faces drawn),
+    from which the host knows how many tiles there are and packs the chunks; everything else is
+    computed on the device with shapes known in advance.
+    """
+
+    def __init__(self, census: _TileCensus, s: _Settings) -> None:
+        size, dev = s.box_size, census.keep.device
+        keep, lo, ext, ntile, F = census.keep, census.lo, census.ext, census.ntile, census.faces
+        summary = census.summary.tolist()  # the one read from the device
         shapes, drawn = summary[:-1], summary[-1]
         T = sum(shapes)
         self.chunks = _pack(shapes, size, s.max_pairs, s.chunk_cost)
