@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -326,6 +327,26 @@ def test_a_compiled_caller_traces_the_renderer_up_to_its_plan(stick) -> None:
         results.append((value.detach(), v.grad))
     assert float(results[0][0]) > 0 and torch.equal(results[0][0], results[1][0])
     assert torch.equal(results[0][1], results[1][1])
+
+
+def test_chunks_that_fail_to_compile_are_drawn_eagerly_with_a_warning() -> None:
+    def broken(gm, example_inputs):
+        raise RuntimeError("no code generator here")
+
+    verts, faces = icosphere(1)
+    K, t = pinhole(40.0, 15.5, 15.5), torch.tensor([0.0, 0.0, 3.0], dtype=F64)
+    results = []
+    for options in (None, {"backend": broken}):
+        v = verts[None].clone().requires_grad_()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sil = soft_silhouette(v, faces, K, torch.eye(3, dtype=F64), t, (32, 32), compile_options=options)
+            (sil * torch.linspace(0, 1, 32, dtype=F64)).sum().backward()
+        results.append((sil.detach(), v.grad, [str(w.message) for w in caught]))
+    assert results[0][2] == []
+    assert any("compiling the chunks failed" in m and "no code generator here" in m for m in results[1][2])
+    assert any("chunks' gradients failed" in m for m in results[1][2])
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 
 def test_compiled_chunks_refuse_cuda_graphs() -> None:

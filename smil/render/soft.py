@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -720,11 +721,37 @@ EAGER = _Kernels(_draw_chunk, _chunk_sums, True, 1)
 def _without_duck_sizing(compiled: Any) -> Any:
     """``compiled``, traced without duck sizing: otherwise sizes that happen to be equal in the
     first chunk compiled (a grid of 3 columns, like the 3 edges; as many rows as columns) are
-    taken for one size, and every chunk where they differ compiles another graph."""
+    taken for one size, and every chunk where they differ compiles another graph (a torch without
+    the setting compiles those graphs, up to its recompilation limit, after which it runs eagerly)."""
+    import torch.fx.experimental._config as shape_config
+
+    if not hasattr(shape_config, "use_duck_shape"):
+        return compiled
 
     def call(*args: Any) -> Any:
-        with torch.fx.experimental._config.patch(use_duck_shape=False):
+        with shape_config.patch(use_duck_shape=False):
             return compiled(*args)
+
+    return call
+
+
+def _or_eagerly(compiled: Any, eager: Any, what: str) -> Any:
+    """``compiled``, or ``eager`` (the same function, uncompiled) from the first time the compiler
+    fails on it (a warning says why; compilation fails before anything runs)."""
+    failed: list[str] = []
+
+    def call(*args: Any) -> Any:
+        if not failed:
+            try:
+                return compiled(*args)
+            except torch._dynamo.exc.BackendCompilerFailed as exc:
+                cause = getattr(exc, "inner_exception", None) or exc
+                failed.append(f"{type(cause).__name__}: {cause}")
+                warnings.warn(
+                    f"soft_silhouette: compiling the {what} failed, drawing them eagerly from now on "
+                    f"({failed[0].splitlines()[0]})", RuntimeWarning, stacklevel=2,
+                )
+        return eager(*args)
 
     return call
 
@@ -732,7 +759,10 @@ def _without_duck_sizing(compiled: Any) -> Any:
 @functools.lru_cache(maxsize=8)
 def _compiled_kernels(options: tuple[tuple[str, Any], ...]) -> _Kernels:
     opts = dict(options)
-    draw, sums = (_without_duck_sizing(torch.compile(f, dynamic=True, **opts)) for f in (_draw_chunk, _chunk_sums))
+    draw, sums = (
+        _or_eagerly(_without_duck_sizing(torch.compile(f, dynamic=True, **opts)), f, what)
+        for f, what in ((_draw_chunk, "chunks"), (_chunk_sums, "chunks' gradients"))
+    )
     # Grids of 2 or more: a size of 1 would compile a graph of its own (0/1 specialisation).
     return _Kernels(draw, sums, False, 2)
 
