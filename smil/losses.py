@@ -338,7 +338,7 @@ class SmilLoss(torch.nn.Module):
         self.register_buffer("jw", settings.joint_weights.clone())
         self._constants: dict[tuple, torch.Tensor] = {}  # device tensors built once, by key
         self._evaluate = self.evaluate  # or its compiled form (compile_terms)
-        self._render_options: dict[str, Any] | None = None  # the renderer's chunks compiled (on GPUs)
+        self._render_options: dict[str, Any] | None = None  # the renderer's chunks compiled
 
     def compile_terms(self, **options: Any) -> None:
         """Evaluate the terms through ``torch.compile(**options)``: the stacking of the IEF estimates,
@@ -346,16 +346,16 @@ class SmilLoss(torch.nn.Module):
         weights never recompiles; a curriculum stage that switches a term on or off compiles once
         more.
 
-        On a GPU the silhouette renderer, planned on the host and run between graphs, evaluates its
-        chunks through ``torch.compile`` too (with dynamic shapes and without CUDA graphs, whatever
-        ``mode``); on a CPU its eager chunks are faster (``docs/rendering.md``)."""
+        The silhouette renderer, planned on the host and run between graphs, evaluates its chunks
+        through ``torch.compile`` too: with dynamic shapes and without CUDA graphs, whatever ``mode``
+        (``docs/rendering.md``)."""
         self._evaluate = torch.compile(self.evaluate, **options)
         self._render_options = {k: v for k, v in options.items() if k != "mode"}
 
-    def render_compile_options(self, device: torch.device) -> dict[str, Any] | None:
-        """What the silhouette renderer's chunks are compiled with on ``device``: ``None`` (eager)
-        on a CPU or without ``compile_terms``."""
-        return None if device.type == "cpu" else self._render_options
+    def render_compile_options(self) -> dict[str, Any] | None:
+        """What the silhouette renderer's chunks are compiled with: ``None`` (eager) without
+        ``compile_terms``."""
+        return self._render_options
 
     def forward(
         self, pred: dict[str, Any], batch: dict[str, torch.Tensor], epoch: int = 0
@@ -447,7 +447,7 @@ class SmilLoss(torch.nn.Module):
             final["silhouette"] = silhouette_loss(
                 verts, self.body_model.faces, K[-1], R[-1], t[-1], batch["mask"],
                 batch["has_mask"].bool() & view_mask, self.s.silhouette_size, self.s.silhouette_sigma,
-                self.render_compile_options(verts.device),
+                self.render_compile_options(),
             )
         if "triangulation" in active and view_mask.shape[1] > 1:
             final["triangulation"] = triangulation_loss(

@@ -246,12 +246,11 @@ def test_silhouette_compares_only_views_with_masks(body: SMILModel) -> None:
     assert all(torch.isfinite(v.grad).all() for v in leaves.values() if v.grad is not None)
 
 
-def test_compiled_terms_compile_the_renderers_chunks_on_a_gpu_only(body: SMILModel) -> None:
+def test_compiled_terms_compile_the_renderers_chunks_without_cuda_graphs(body: SMILModel) -> None:
     loss = SmilLoss(body, LossSettings(
         weights={"silhouette": 1.0}, curriculum={}, ief_intermediate_weight=0.0,
         joint_weights=torch.ones(body.num_joints, dtype=torch.float64), image_size=S, body_unit=1.0))
-    assert loss.render_compile_options(torch.device("cuda")) is None  # not compiled
+    assert loss.render_compile_options() is None  # not compiled: eager chunks
     loss.compile_terms(backend="inductor", mode="reduce-overhead")
     # Chunk shapes change every call: no CUDA graphs for them, whatever the terms' mode.
-    assert loss.render_compile_options(torch.device("cuda")) == {"backend": "inductor"}
-    assert loss.render_compile_options(torch.device("cpu")) is None  # eager chunks are faster there
+    assert loss.render_compile_options() == {"backend": "inductor"}

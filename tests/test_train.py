@@ -313,16 +313,14 @@ def test_compiled_step_matches_eager(tmp_path: Path, tiny_data: dict) -> None:
 
 
 def test_compiled_runs_train_like_eager_ones(tmp_path: Path, tiny_data: dict, monkeypatch) -> None:
-    """A whole multi-view run compiled (training with the silhouette term, whose renderer is not traced
-    but compiles its chunks as on a GPU, and a curriculum stage; validation, checkpoint, model.pt),
+    """A whole multi-view run compiled (training with the silhouette term, whose renderer is traced up
+    to its plan and compiles its chunks, and a curriculum stage; validation, checkpoint, model.pt),
     through torch's graph capture without generated kernels (SMIL_COMPILE_BACKEND=aot_eager)."""
     import torch._dynamo
 
     import smil.render.soft as soft
-    from smil.losses import SmilLoss
 
     monkeypatch.setenv("SMIL_COMPILE_BACKEND", "aot_eager")
-    monkeypatch.setattr(SmilLoss, "render_compile_options", lambda self, device: self._render_options)
     kernels_used = []
     monkeypatch.setattr(soft, "chunk_kernels", lambda options: kernels_used.append(options) or _chunk_kernels(options))
     cfg = config(tmp_path, tiny_data, "multiview", optim__epochs=2, data__augment=False, loss__silhouette_size=32,

@@ -167,13 +167,13 @@ def _render(
     uv: torch.Tensor, faces: torch.Tensor, census: _TileCensus, settings: tuple, compile_options: Mapping | None,
     out_dtype: torch.dtype,
 ) -> torch.Tensor:
-    kernels = chunk_kernels(compile_options)
+    compiled = chunk_kernels(compile_options)
     s = _Settings(*settings, uv.device)
     plan = _Plan(census, s)
     # The differentiable part: every tile's projected triangle, (T, 3, 2), in the plan's order.
     vid = faces.index_select(0, plan.face)  # (T, 3)
     tri = uv.reshape(-1, 2).index_select(0, (vid + (plan.batch * uv.shape[1])[:, None]).view(-1)).view(-1, 3, 2)
-    return _SoftSilhouetteFn.apply(tri, plan, s, kernels).to(out_dtype)
+    return _SoftSilhouetteFn.apply(tri, plan, s, compiled).to(out_dtype)
 
 
 class SoftSilhouetteRenderer(nn.Module):
@@ -457,14 +457,34 @@ def _split(run: list[tuple[tuple[int, int], int]], start: int, bounds: list[int]
 # Both c and s are affine in the pixel's column j and row i within a tile.
 
 
-class _Geometry:
-    """Per-tile edge data in local, σ-scaled units (tile origin at 0), vertices made CCW."""
+class _Grid:
+    """Per call: the chunk grids' row and column indices ``(size, 1)`` (``size = max(box_size, 2)``),
+    their σ-scaled coordinates, the image width and size ``H·W`` and the dummy pixel's index past the
+    images, as device tensors (no copies from the host in the chunks)."""
 
-    def __init__(self, tri: torch.Tensor, plan: _Plan, s: _Settings) -> None:
-        dt, dev = tri.dtype, tri.device
+    def __init__(self, s: _Settings, dtype: torch.dtype, device: torch.device) -> None:
+        itype = torch.int32 if s.B * s.H * s.W < 2**29 else torch.int64
+        self.index = torch.arange(max(s.box_size, 2), device=device, dtype=itype)[:, None]
+        self.coord = self.index.to(dtype) * s.scale
+        self.W = torch.full((), s.W, dtype=itype, device=device)
+        self.HW = torch.full((), s.H * s.W, dtype=itype, device=device)
+        self.dummy = torch.full((), s.B * s.H * s.W, dtype=itype, device=device)
+
+
+class _Geometry:
+    """Per-tile edge data in local, σ-scaled units (tile origin at 0), vertices made CCW.
+
+    From the tiles' triangles ``tri (N, 3, 2)``, origins and extents ``(2, N)`` and images ``(N,)``;
+    ``W``, ``HW``: the grid's image width and size (device scalars of the index type)."""
+
+    def __init__(
+        self, tri: torch.Tensor, origin: torch.Tensor, extent: torch.Tensor, batch: torch.Tensor,
+        W: torch.Tensor, HW: torch.Tensor, scale: float,
+    ) -> None:
+        dt = tri.dtype
         xy = tri.permute(2, 1, 0).contiguous()  # (2, 3, N): the tiles' triangles, in plan order
-        vx = (xy[0] - plan.origin[0].to(dt)).mul_(s.scale)  # (3, N), local σ-scaled coordinates
-        vy = (xy[1] - plan.origin[1].to(dt)).mul_(s.scale)
+        vx = (xy[0] - origin[0].to(dt)).mul_(scale)  # (3, N), local σ-scaled coordinates
+        vy = (xy[1] - origin[1].to(dt)).mul_(scale)
         # Make every triangle counter-clockwise in (x, y) by swapping vertices 1 and 2 of the others.
         area2 = (vx[1] - vx[0]) * (vy[2] - vy[0]) - (vy[1] - vy[0]) * (vx[2] - vx[0])
         self.flip = (area2 < 0).to(dt)  # (N,)
@@ -482,25 +502,35 @@ class _Geometry:
         self.c0 = vx * self.uy - vy * self.ux  # c = −j·u_y + i·u_x + c0
         self.s0 = -(vx * self.ux + vy * self.uy)  # s = j·u_x + i·u_y + s0
         self.zero = torch.zeros_like(self.length)
-        itype = torch.int32 if s.B * s.H * s.W < 2**29 else torch.int64
-        self.base = (plan.batch * (s.H * s.W) + plan.origin[1] * s.W + plan.origin[0]).to(itype)
-        self.last_x = (plan.extent[0] - 1).to(itype)  # last column and row inside each tile
-        self.last_y = (plan.extent[1] - 1).to(itype)
-        self.index = torch.arange(max(s.box_size, 2), device=dev, dtype=itype)[:, None]  # (size, 1)
-        self.coord = self.index.to(dt) * s.scale
-        self.W = torch.full((), s.W, dtype=itype, device=dev)  # made on the device: no copy from the host
-        self.dummy = torch.full((), s.B * s.H * s.W, dtype=itype, device=dev)  # index past the images
+        itype = W.dtype
+        self.base = (batch * HW + origin[1] * W + origin[0]).to(itype)
+        self.last_x = (extent[0] - 1).to(itype)  # last column and row inside each tile
+        self.last_y = (extent[1] - 1).to(itype)
 
-    def tiles(self, chunk: tuple[int, int, int, int], min_grid: int = 1) -> _Tiles:
-        """The edge data of a chunk's tiles ``[a, b)`` and its ``h × w`` pixel grid, at least
-        ``min_grid`` (≤ 2) rows and columns (padding): views only."""
-        a, b, h, w = chunk
-        h, w = max(h, min_grid), max(w, min_grid)
+    def tiles(self, grid: tuple[torch.Tensor, ...], a: int | None = None, b: int | None = None) -> _Tiles:
+        """The edge data of tiles ``[a, b)`` (all by default), views, on a chunk's ``grid``: row and
+        column indices ``(h, 1)``, ``(w, 1)``, their σ-scaled coordinates, the image width and the
+        dummy pixel's index."""
+        k = slice(a, b)
         return _Tiles(
-            self.ux[:, a:b], self.uy[:, a:b], self.c0[:, a:b], self.s0[:, a:b], self.length[:, a:b],
-            self.zero[:, a:b], self.base[a:b], self.last_x[a:b], self.last_y[a:b],
-            self.index[:h], self.index[:w], self.coord[:h], self.coord[:w], self.W, self.dummy,
+            self.ux[:, k], self.uy[:, k], self.c0[:, k], self.s0[:, k], self.length[:, k],
+            self.zero[:, k], self.base[k], self.last_x[k], self.last_y[k], *grid,
         )
+
+    def gradient(self, sums: torch.Tensor, scale: float) -> torch.Tensor:
+        """The loss's gradient ``(N, 3, 2)`` with respect to each tile's triangle, in the faces' own
+        vertex order, from the per-edge sums ``(4, 3, N)`` (:func:`_chunk_sums`)."""
+        # Per edge: Σ g·r and Σ g·t·r with r = p − closest = c·n + (s − clamp)·u, t = clamp/ℓ.
+        gc, ge, gct, get = sums
+        ux, uy = self.ux, self.uy
+        r = torch.stack([ge * ux - gc * uy, gc * ux + ge * uy])  # (2, 3, N)
+        rt = torch.stack([get * ux - gct * uy, gct * ux + get * uy]) * self.inv_len
+        # ∂d²/∂a = −2r(1 − t), ∂d²/∂b = −2rt; vertex k is a of edge k and b of edge k − 1.
+        grad = (r - rt + torch.roll(rt, 1, 1)).mul_(-2.0 * scale)  # (2, 3, N), CCW vertex order
+        swap = (grad[:, 2] - grad[:, 1]).mul_(self.flip)  # back to the faces' own vertex order
+        grad[:, 1].add_(swap)
+        grad[:, 2].sub_(swap)
+        return grad.permute(2, 1, 0)
 
 
 class _Tiles(NamedTuple):
@@ -618,51 +648,56 @@ def _draw_chunk(acc: torch.Tensor, tiles: _Tiles, ws: _Workspace | None, cutoff:
 
 class _SoftSilhouetteFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, tri, plan, s, kernels):  # type: ignore[override]
+    def forward(ctx, tri, plan, s, compiled):  # type: ignore[override]
         acc = torch.zeros(s.B * s.H * s.W + 1, dtype=tri.dtype, device=tri.device)  # + dummy
-        geo = _Geometry(tri, plan, s) if plan.chunks else None
-        if geo is not None:
-            ws = _Workspace(_largest(plan.chunks), tri.dtype, tri.device) if kernels.workspace else None
+        grid = _Grid(s, tri.dtype, tri.device)
+        geo = None
+        if not plan.chunks:
+            pass
+        elif compiled is None:
+            # The per-tile edge data (a few hundred bytes per tile) is kept for the backward pass.
+            geo = _Geometry(tri, plan.origin, plan.extent, plan.batch, grid.W, grid.HW, s.scale)
+            ws = _Workspace(_largest(plan.chunks), tri.dtype, tri.device)
+            for a, b, h, w in plan.chunks:
+                _draw_chunk(acc, geo.tiles(_eager_grid(grid, h, w), a, b), ws, s.cutoff)
+        else:  # each chunk's edge data is computed in its graph, and again in the backward's
             for chunk in plan.chunks:
-                kernels.draw(acc, geo.tiles(chunk, kernels.min_grid), ws, s.cutoff)
+                compiled.draw(acc, _RawChunk.of(tri, plan, grid, chunk), s.scale, s.cutoff)
         acc = acc[:-1].clamp_max_(0.0)  # Σ_f log(1 − D'_f) per pixel
-        ctx.save_for_backward(acc)
-        # The per-tile edge data (a few hundred bytes per tile) is kept for the backward pass.
-        ctx.plan, ctx.settings, ctx.geo, ctx.tri_shape, ctx.kernels = plan, s, geo, tri.shape, kernels
+        ctx.save_for_backward(acc, tri if compiled is not None else None)
+        ctx.plan, ctx.settings, ctx.geo, ctx.grid, ctx.compiled = plan, s, geo, grid, compiled
+        ctx.tri_shape = tri.shape
         return torch.expm1(acc).neg_().add_(0.0).view(s.B, s.H, s.W)  # + 0.0 turns −0 into 0
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):  # type: ignore[override]
-        (acc,) = ctx.saved_tensors
+        acc, tri = ctx.saved_tensors
         s: _Settings = ctx.settings
         plan: _Plan = ctx.plan
-        geo: _Geometry | None = ctx.geo
-        if geo is None:
+        if not plan.chunks:
             return acc.new_zeros(ctx.tri_shape), None, None, None
         # silhouette = 1 − exp(acc): dsil/dx_f = exp(acc)·sigmoid(x_f) for pairs above the cutoff.
         gpix = torch.zeros(acc.shape[0] + 1, dtype=acc.dtype, device=acc.device)  # + dummy
         torch.mul(grad_out.reshape(-1).to(acc.dtype), torch.exp(acc), out=gpix[:-1])
-        kernels: _Kernels = ctx.kernels
-        if kernels.workspace:
+        grid: _Grid = ctx.grid
+        compiled: _CompiledChunks | None = ctx.compiled
+        if compiled is None:
+            geo: _Geometry = ctx.geo
             ws = _Workspace(_largest(plan.chunks), acc.dtype, acc.device)
             sums = torch.empty(4, 3, plan.face.shape[0], dtype=acc.dtype, device=acc.device)
-            for chunk in plan.chunks:
-                kernels.sums(geo.tiles(chunk), ws, gpix, s.cutoff, sums[:, :, chunk[0] : chunk[1]])
-        else:  # compiled: a fresh result per chunk (a graph does not write into its inputs' views)
-            sums = torch.cat([kernels.sums(geo.tiles(chunk, kernels.min_grid), None, gpix, s.cutoff, None)
-                              for chunk in plan.chunks], 2)
-        # Per edge: Σ g·r and Σ g·t·r with r = p − closest = c·n + (s − clamp)·u, t = clamp/ℓ.
-        gc, ge, gct, get = sums
-        ux, uy = geo.ux, geo.uy
-        r = torch.stack([ge * ux - gc * uy, gc * ux + ge * uy])  # (2, 3, N)
-        rt = torch.stack([get * ux - gct * uy, gct * ux + get * uy]) * geo.inv_len
-        # ∂d²/∂a = −2r(1 − t), ∂d²/∂b = −2rt; vertex k is a of edge k and b of edge k − 1.
-        grad = (r - rt + torch.roll(rt, 1, 1)).mul_(-2.0 * s.scale)  # (2, 3, N), CCW vertex order
-        swap = (grad[:, 2] - grad[:, 1]).mul_(geo.flip)  # back to the faces' own vertex order
-        grad[:, 1].add_(swap)
-        grad[:, 2].sub_(swap)
-        return grad.permute(2, 1, 0), None, None, None  # (N, 3, 2): per tile
+            for a, b, h, w in plan.chunks:
+                _chunk_sums(geo.tiles(_eager_grid(grid, h, w), a, b), ws, gpix, s.cutoff, sums[:, :, a:b])
+            grad = geo.gradient(sums, s.scale)
+        else:  # a fresh result per chunk (a graph does not write into its inputs' views)
+            grad = torch.cat([compiled.gradient(_RawChunk.of(tri, plan, grid, chunk), gpix, s.scale, s.cutoff)
+                              for chunk in plan.chunks])
+        return grad, None, None, None  # (N, 3, 2): per tile
+
+
+def _eager_grid(grid: _Grid, h: int, w: int) -> tuple[torch.Tensor, ...]:
+    """A chunk's grid (see :meth:`_Geometry.tiles`), views of the call's grid."""
+    return grid.index[:h], grid.index[:w], grid.coord[:h], grid.coord[:w], grid.W, grid.dummy
 
 
 def _largest(chunks: list[tuple[int, int, int, int]]) -> int:
@@ -704,18 +739,54 @@ def _chunk_sums(
 # Eager or compiled chunks
 
 
-class _Kernels(NamedTuple):
-    """How chunks are evaluated: ``draw(acc, tiles, ws, cutoff)`` and ``sums(tiles, ws, gpix,
-    cutoff, out)``, eagerly into a reused workspace or compiled (no workspace, grids of at least
-    ``min_grid`` rows and columns)."""
+class _RawChunk(NamedTuple):
+    """A chunk's tiles as planned: triangles ``(n, 3, 2)``, origins and extents ``(2, n)`` and images
+    ``(n,)`` (views of the call's), and its grid's row and column indices ``(h, 1)``, ``(w, 1)`` (at
+    least 2 of each: a size of 1 would compile a graph of its own), the image width and size and the
+    dummy pixel's index. Every size is a tensor's: one graph with dynamic shapes serves all chunks."""
+
+    tri: torch.Tensor
+    origin: torch.Tensor
+    extent: torch.Tensor
+    batch: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
+    W: torch.Tensor
+    HW: torch.Tensor
+    dummy: torch.Tensor
+
+    @staticmethod
+    def of(tri: torch.Tensor, plan: _Plan, grid: _Grid, chunk: tuple[int, int, int, int]) -> _RawChunk:
+        a, b, h, w = chunk
+        return _RawChunk(
+            tri[a:b], plan.origin[:, a:b], plan.extent[:, a:b], plan.batch[a:b],
+            grid.index[: max(h, 2)], grid.index[: max(w, 2)], grid.W, grid.HW, grid.dummy,
+        )
+
+    def geometry(self, scale: float) -> tuple[_Geometry, _Tiles]:
+        geo = _Geometry(self.tri, self.origin, self.extent, self.batch, self.W, self.HW, scale)
+        dt = self.tri.dtype
+        grid = (self.rows, self.cols, self.rows.to(dt) * scale, self.cols.to(dt) * scale, self.W, self.dummy)
+        return geo, geo.tiles(grid)
+
+
+def _draw_raw_chunk(acc: torch.Tensor, raw: _RawChunk, scale: float, cutoff: float) -> None:
+    """:func:`_draw_chunk` with the chunk's edge data computed here (in the compiled graph)."""
+    _draw_chunk(acc, raw.geometry(scale)[1], None, cutoff)
+
+
+def _raw_chunk_gradient(raw: _RawChunk, gpix: torch.Tensor, scale: float, cutoff: float) -> torch.Tensor:
+    """The gradient ``(n, 3, 2)`` of the chunk's triangles, edge data and sums computed here."""
+    geo, tiles = raw.geometry(scale)
+    return geo.gradient(_chunk_sums(tiles, None, gpix, cutoff, None), scale)
+
+
+class _CompiledChunks(NamedTuple):
+    """The chunks' forward ``draw(acc, raw, scale, cutoff)`` and backward ``gradient(raw, gpix,
+    scale, cutoff)``, compiled."""
 
     draw: Any
-    sums: Any
-    workspace: bool
-    min_grid: int
-
-
-EAGER = _Kernels(_draw_chunk, _chunk_sums, True, 1)
+    gradient: Any
 
 
 def _without_duck_sizing(compiled: Any) -> Any:
@@ -757,22 +828,20 @@ def _or_eagerly(compiled: Any, eager: Any, what: str) -> Any:
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_kernels(options: tuple[tuple[str, Any], ...]) -> _Kernels:
+def _compiled_chunks(options: tuple[tuple[str, Any], ...]) -> _CompiledChunks:
     opts = dict(options)
-    draw, sums = (
+    return _CompiledChunks(*(
         _or_eagerly(_without_duck_sizing(torch.compile(f, dynamic=True, **opts)), f, what)
-        for f, what in ((_draw_chunk, "chunks"), (_chunk_sums, "chunks' gradients"))
-    )
-    # Grids of 2 or more: a size of 1 would compile a graph of its own (0/1 specialisation).
-    return _Kernels(draw, sums, False, 2)
+        for f, what in ((_draw_raw_chunk, "chunks"), (_raw_chunk_gradient, "chunks' gradients"))
+    ))
 
 
-def chunk_kernels(compile_options: Mapping[str, Any] | None) -> _Kernels:
-    """The eager kernels, or those compiled by ``torch.compile(dynamic=True, **compile_options)``
-    (cached per options: a few graphs for every chunk shape: the first chunk of a call and chunks
-    of one tile are specialised)."""
+def chunk_kernels(compile_options: Mapping[str, Any] | None) -> _CompiledChunks | None:
+    """``None`` (the eager chunks, written into a reused workspace), or the chunks compiled by
+    ``torch.compile(dynamic=True, **compile_options)``, cached per options: one graph each for
+    every chunk shape (a chunk of one tile compiles one more)."""
     if compile_options is None:
-        return EAGER
+        return None
     mode = compile_options.get("mode")
     if mode not in (None, "default", "max-autotune-no-cudagraphs"):
         raise ConfigError(
@@ -781,4 +850,4 @@ def chunk_kernels(compile_options: Mapping[str, Any] | None) -> _Kernels:
         )
     if "dynamic" in compile_options:
         raise ConfigError("the renderer's chunks always compile with dynamic shapes", field="compile_options.dynamic")
-    return _compiled_kernels(tuple(sorted(compile_options.items())))
+    return _compiled_chunks(tuple(sorted(compile_options.items())))
