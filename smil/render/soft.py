@@ -652,15 +652,13 @@ class _SoftSilhouetteFn(torch.autograd.Function):
         acc = torch.zeros(s.B * s.H * s.W + 1, dtype=tri.dtype, device=tri.device)  # + dummy
         grid = _Grid(s, tri.dtype, tri.device)
         geo = None
-        if not plan.chunks:
-            pass
-        elif compiled is None:
+        if compiled is None and plan.chunks:
             # The per-tile edge data (a few hundred bytes per tile) is kept for the backward pass.
             geo = _Geometry(tri, plan.origin, plan.extent, plan.batch, grid.W, grid.HW, s.scale)
             ws = _Workspace(_largest(plan.chunks), tri.dtype, tri.device)
             for a, b, h, w in plan.chunks:
                 _draw_chunk(acc, geo.tiles(_eager_grid(grid, h, w), a, b), ws, s.cutoff)
-        else:  # each chunk's edge data is computed in its graph, and again in the backward's
+        elif compiled is not None:  # each chunk's graph computes its edge data (again in the backward)
             for chunk in plan.chunks:
                 compiled.draw(acc, _RawChunk.of(tri, plan, grid, chunk), s.scale, s.cutoff)
         acc = acc[:-1].clamp_max_(0.0)  # Σ_f log(1 − D'_f) per pixel
