@@ -470,6 +470,10 @@ class _Grid:
         self.HW = torch.full((), s.H * s.W, dtype=itype, device=device)
         self.dummy = torch.full((), s.B * s.H * s.W, dtype=itype, device=device)
 
+    def chunk(self, h: int, w: int) -> tuple[torch.Tensor, ...]:
+        """An ``h × w`` chunk's grid (see :meth:`_Geometry.tiles`): views."""
+        return self.index[:h], self.index[:w], self.coord[:h], self.coord[:w], self.W, self.dummy
+
 
 class _Geometry:
     """Per-tile edge data in local, σ-scaled units (tile origin at 0), vertices made CCW.
@@ -534,9 +538,9 @@ class _Geometry:
 
 
 class _Tiles(NamedTuple):
-    """One chunk's inputs, all tensors (their shapes carry the chunk's size, so that one graph
-    compiled with dynamic shapes serves every chunk): per edge and tile ``(3, n)``, per tile
-    ``(n,)``, the grid's row and column indices ``(h, 1)``, ``(w, 1)`` and σ-scaled coordinates."""
+    """One chunk's edge data, all tensors whose shapes carry the chunk's size: per edge and tile
+    ``(3, n)``, per tile ``(n,)``, the grid's row and column indices ``(h, 1)``, ``(w, 1)`` and
+    σ-scaled coordinates, the image width and the dummy pixel's index."""
 
     ux: torch.Tensor
     uy: torch.Tensor
@@ -657,7 +661,7 @@ class _SoftSilhouetteFn(torch.autograd.Function):
             geo = _Geometry(tri, plan.origin, plan.extent, plan.batch, grid.W, grid.HW, s.scale)
             ws = _Workspace(_largest(plan.chunks), tri.dtype, tri.device)
             for a, b, h, w in plan.chunks:
-                _draw_chunk(acc, geo.tiles(_eager_grid(grid, h, w), a, b), ws, s.cutoff)
+                _draw_chunk(acc, geo.tiles(grid.chunk(h, w), a, b), ws, s.cutoff)
         elif compiled is not None:  # each chunk's graph computes its edge data (again in the backward)
             for chunk in plan.chunks:
                 compiled.draw(acc, _RawChunk.of(tri, plan, grid, chunk), s.scale, s.cutoff)
@@ -685,17 +689,12 @@ class _SoftSilhouetteFn(torch.autograd.Function):
             ws = _Workspace(_largest(plan.chunks), acc.dtype, acc.device)
             sums = torch.empty(4, 3, plan.face.shape[0], dtype=acc.dtype, device=acc.device)
             for a, b, h, w in plan.chunks:
-                _chunk_sums(geo.tiles(_eager_grid(grid, h, w), a, b), ws, gpix, s.cutoff, sums[:, :, a:b])
+                _chunk_sums(geo.tiles(grid.chunk(h, w), a, b), ws, gpix, s.cutoff, sums[:, :, a:b])
             grad = geo.gradient(sums, s.scale)
         else:  # a fresh result per chunk (a graph does not write into its inputs' views)
             grad = torch.cat([compiled.gradient(_RawChunk.of(tri, plan, grid, chunk), gpix, s.scale, s.cutoff)
                               for chunk in plan.chunks])
         return grad, None, None, None  # (N, 3, 2): per tile
-
-
-def _eager_grid(grid: _Grid, h: int, w: int) -> tuple[torch.Tensor, ...]:
-    """A chunk's grid (see :meth:`_Geometry.tiles`), views of the call's grid."""
-    return grid.index[:h], grid.index[:w], grid.coord[:h], grid.coord[:w], grid.W, grid.dummy
 
 
 def _largest(chunks: list[tuple[int, int, int, int]]) -> int:
@@ -739,33 +738,29 @@ def _chunk_sums(
 
 class _RawChunk(NamedTuple):
     """A chunk's tiles as planned: triangles ``(n, 3, 2)``, origins and extents ``(2, n)`` and images
-    ``(n,)`` (views of the call's), and its grid's row and column indices ``(h, 1)``, ``(w, 1)`` (at
-    least 2 of each: a size of 1 would compile a graph of its own), the image width and size and the
-    dummy pixel's index. Every size is a tensor's: one graph with dynamic shapes serves all chunks."""
+    ``(n,)`` (views of the call's), its grid (:meth:`_Grid.chunk`, at least 2 × 2: a size of 1 would
+    compile a graph of its own) and the image size ``H·W``. Every size is a tensor's: one graph with
+    dynamic shapes serves all chunks."""
 
     tri: torch.Tensor
     origin: torch.Tensor
     extent: torch.Tensor
     batch: torch.Tensor
-    rows: torch.Tensor
-    cols: torch.Tensor
-    W: torch.Tensor
+    grid: tuple[torch.Tensor, ...]
     HW: torch.Tensor
-    dummy: torch.Tensor
 
     @staticmethod
     def of(tri: torch.Tensor, plan: _Plan, grid: _Grid, chunk: tuple[int, int, int, int]) -> _RawChunk:
         a, b, h, w = chunk
         return _RawChunk(
             tri[a:b], plan.origin[:, a:b], plan.extent[:, a:b], plan.batch[a:b],
-            grid.index[: max(h, 2)], grid.index[: max(w, 2)], grid.W, grid.HW, grid.dummy,
+            grid.chunk(max(h, 2), max(w, 2)), grid.HW,
         )
 
     def geometry(self, scale: float) -> tuple[_Geometry, _Tiles]:
-        geo = _Geometry(self.tri, self.origin, self.extent, self.batch, self.W, self.HW, scale)
-        dt = self.tri.dtype
-        grid = (self.rows, self.cols, self.rows.to(dt) * scale, self.cols.to(dt) * scale, self.W, self.dummy)
-        return geo, geo.tiles(grid)
+        W = self.grid[4]
+        geo = _Geometry(self.tri, self.origin, self.extent, self.batch, W, self.HW, scale)
+        return geo, geo.tiles(self.grid)
 
 
 def _draw_raw_chunk(acc: torch.Tensor, raw: _RawChunk, scale: float, cutoff: float) -> None:
