@@ -782,18 +782,23 @@ class _CompiledChunks(NamedTuple):
     gradient: Any
 
 
-def _without_duck_sizing(compiled: Any) -> Any:
-    """``compiled``, traced without duck sizing: otherwise sizes that happen to be equal in the
-    first chunk compiled (a grid of 3 columns, like the 3 edges; as many rows as columns) are
-    taken for one size, and every chunk where they differ compiles another graph (a torch without
-    the setting compiles those graphs, up to its recompilation limit, after which it runs eagerly)."""
+def _traced_for_every_chunk(compiled: Any) -> Any:
+    """``compiled``, traced without duck sizing and with its float arguments (the settings) as
+    constants. Duck sizing takes sizes that happen to be equal in the first chunk compiled (a grid of
+    3 columns, like the 3 edges; as many rows as columns) for one size, and every chunk where they
+    differ compiles another graph (a torch without the setting compiles those graphs, up to its
+    recompilation limit, after which it runs eagerly). Floats traced as inputs cost every call a
+    guard that makes a tensor of each and reads it back (seen on torch 2.11)."""
+    import torch._dynamo.config as dynamo_config
     import torch.fx.experimental._config as shape_config
 
-    if not hasattr(shape_config, "use_duck_shape"):
-        return compiled
+    settings: dict[str, Any] = {}
+    if hasattr(dynamo_config, "specialize_float"):
+        settings["specialize_float"] = True
+    duck = {"use_duck_shape": False} if hasattr(shape_config, "use_duck_shape") else {}
 
     def call(*args: Any) -> Any:
-        with shape_config.patch(use_duck_shape=False):
+        with dynamo_config.patch(**settings), shape_config.patch(**duck):
             return compiled(*args)
 
     return call
@@ -824,7 +829,7 @@ def _or_eagerly(compiled: Any, eager: Any, what: str) -> Any:
 def _compiled_chunks(options: tuple[tuple[str, Any], ...]) -> _CompiledChunks:
     opts = dict(options)
     return _CompiledChunks(*(
-        _or_eagerly(_without_duck_sizing(torch.compile(f, dynamic=True, **opts)), f, what)
+        _or_eagerly(_traced_for_every_chunk(torch.compile(f, dynamic=True, **opts)), f, what)
         for f, what in ((_draw_raw_chunk, "chunks"), (_raw_chunk_gradient, "chunks' gradients"))
     ))
 
