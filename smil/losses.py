@@ -184,14 +184,13 @@ def _body_params_error(
 
 
 def _block_means(names: list[str], sizes: list[int], unit: float, dtype, device) -> torch.Tensor:
-    """``(D, n)``: column ``k`` averages block ``k`` of a flat ``(…, D)`` row (translations / unit²)."""
-    scale = torch.tensor(
-        [(1.0 / unit**2 if name == "trans" else 1.0) / size for name, size in zip(names, sizes)], dtype=dtype
-    )
-    owner = torch.tensor([k for k, size in enumerate(sizes) for _ in range(size)])
-    m = torch.zeros(sum(sizes), len(sizes), dtype=dtype)
-    m[torch.arange(sum(sizes)), owner] = scale[owner]
-    return m.to(device)
+    """``(D, n)``: column ``k`` averages block ``k`` of a flat ``(…, D)`` row (translations / unit²).
+    Made on ``device`` at once: in a compiled graph it is a constant there (built on the host and
+    copied, it would split a CUDA-graphed loss around the host's work, or keep it out of CUDA graphs)."""
+    return torch.block_diag(*(
+        torch.full((size, 1), (1.0 / unit**2 if name == "trans" else 1.0) / size, dtype=dtype, device=device)
+        for name, size in zip(names, sizes)
+    ))
 
 
 def _camera_params_error(

@@ -341,6 +341,55 @@ def test_compiled_runs_train_like_eager_ones(tmp_path: Path, tiny_data: dict, mo
     assert compiled.history[-1]["epoch"] == eager.history[-1]["epoch"] == 2
 
 
+@pytest.mark.parametrize("mode", ["singleview", "multiview"])
+def test_compiled_graphs_make_no_host_tensors_for_a_model_on_another_device(
+    tmp_path: Path, tiny_data: dict, mode: str
+) -> None:
+    """Everything a compiled step traces (the regressor after its backbone, the loss's terms, forward
+    and backward) stays on the model's device: a tensor made on the host in a graph keeps it out of
+    CUDA graphs, or splits it around the host's work and copies the tensor over every step. Checked
+    with the model and the batch on the ``meta`` device (shapes only), which a CPU can trace."""
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._functorch.aot_autograd import make_boxed_func
+
+    from smil.losses import LOSS_TERMS
+    from smil.train.loop import as_float32, run_model
+
+    on_host: list[str] = []
+
+    def inspect(gm, example_inputs):
+        for node in gm.graph.nodes:
+            vals = node.meta.get("val")
+            for v in vals if isinstance(vals, (list, tuple)) else [vals]:
+                if isinstance(v, torch.Tensor) and v.device.type == "cpu":
+                    on_host.append(f"{node.target} {tuple(v.shape)}: {(node.meta.get('stack_trace') or '').strip()[-300:]}")
+        return make_boxed_func(gm.forward)
+
+    backend = aot_autograd(fw_compiler=inspect, bw_compiler=inspect)
+    extra = {"model__triangulate_keypoints": True, "model__camera_mode": "delta"} if mode == "multiview" else {}
+    cfg = config(tmp_path, tiny_data, mode, data__augment=False, model__keypoint_heatmaps=True, **extra)
+    trainer = Trainer(load_config(cfg), tmp_path / "out")
+    trainer.setup()
+    batch = trainer.prepare(next(iter(trainer.loader)))
+    model, loss = trainer.model, trainer.loss
+    captured = {}
+    model._decode = lambda *args: captured.setdefault("args", args) and model.decode(*args)
+    run_model(model, batch, mode)  # the inputs decode gets on the CPU
+    meta = lambda x: x.detach().to("meta").requires_grad_(x.requires_grad) if torch.is_tensor(x) else (  # noqa: E731
+        {k: meta(v) for k, v in x.items()} if isinstance(x, dict) else x)
+    args, batch = [meta(a) for a in captured["args"]], meta(batch)
+    model.to("meta"), loss.to("meta")
+    torch._dynamo.reset()
+    pred = as_float32(torch.compile(model.decode, backend=backend)(*args))
+    active = [k for k in LOSS_TERMS if k != "silhouette"]  # the renderer reads its plan from the device
+    if mode == "singleview":
+        active.remove("triangulation")
+    per_iter, final = torch.compile(loss.evaluate, backend=backend)(pred, pred["iterations"][:-1], batch, active)
+    assert set(per_iter) | set(final) == set(active)
+    sum(v.sum() for v in [*per_iter.values(), *final.values()]).backward()
+    assert on_host == []
+
+
 def test_a_checkpoint_from_before_a_config_field_existed_still_resumes(tmp_path: Path, tiny_data: dict) -> None:
     cfg = config(tmp_path, tiny_data, optim__epochs=1, data__epoch_fraction=0.2)
     out = tmp_path / "exp"

@@ -316,7 +316,7 @@ class MultiViewRegressor(_Regressor):
         d = self.camera_layout.split(deltas)
         R_base = rot6d_to_matrix(base["cam_rot"])
         # Delta rotation: identity 6D plus the head's output, applied on the left of the base rotation.
-        ident = torch.tensor([1.0, 0, 0, 0, 1.0, 0], dtype=d["cam_rot"].dtype, device=d["cam_rot"].device)
+        ident = torch.eye(2, 3, dtype=d["cam_rot"].dtype, device=d["cam_rot"].device).flatten()  # 1 0 0 0 1 0
         R = rot6d_to_matrix(ident + d["cam_rot"]) @ R_base
         cams = {
             "fov": base["fov"] + d["fov"],
