@@ -31,7 +31,8 @@ Also reported per mode: stage times of one step with the device synchronised bet
 (``stages_ms``), an operator census (ATen operators ≈ kernel launches, and host-device
 synchronisations) per stage, ``SmilLoss`` forward + backward per term alone, and peak GPU memory
 (``torch.cuda.max_memory_allocated``) of two steps of each kind, with the memory already resident
-before them (weights, both optimisers' states, the pre-fetched batches).
+before them (weights, both optimisers' states, the pre-fetched batches), and on a GPU the host's
+waits for it in one step of each kind (``host_waits``: CUDA's sync debug mode, by place in the code).
 
     python benchmarks/bench_gpu.py [--device cuda] [--out results.json] [--seconds 20]
     python benchmarks/bench_gpu.py --device cpu --tiny        # smoke test of the script on a CPU
@@ -258,6 +259,10 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path, device: torch.devi
     for name in ["backbone", *variants]:  # eager operators and compiled-graph calls (CUDA graph replays)
         attempt(errors, f"launches_{name}", lambda: row[name].update(launches=BT.launch_census(
             lambda: steps[name](batches[0]))))
+    if device.type == "cuda":  # the host's waits for the GPU per step, compiled graphs included
+        for name in ["backbone", *variants]:
+            attempt(errors, f"host_waits_{name}", lambda: row[name].update(host_waits=BT.host_waits(
+                lambda: steps[name](batches[0]), device)))
     attempt(errors, "loss_breakdown", lambda: row.update(
         loss=BT.loss_breakdown(trainer, batches, ep_last, max(args.seconds / 4, 1.0))))
     if any("silhouette" in row[f"full_{label}"]["loss_terms"] for label in epochs):

@@ -422,6 +422,44 @@ def launch_census(fn: Callable[[], Any], top: int = 12) -> dict[str, Any]:
             "eager_syncs": syncs, "eager_by_op": top}
 
 
+def host_waits(fn: Callable[[], Any], device: torch.device, top: int = 10) -> dict[str, Any] | None:
+    """On a CUDA device, the times one call of ``fn`` made the host wait for the GPU, as CUDA's sync
+    debug mode reports them (``torch.cuda.set_sync_debug_mode``: value reads, blocking copies, the
+    solvers' error checks, explicit synchronisations; eager code and compiled graphs alike, so also
+    what :func:`launch_census` cannot see), counted by the innermost frame of the project's code
+    they came from (``smil/…`` before ``benchmarks/…``; a wait in the backward pass shows at its
+    ``backward()`` call). ``None`` on other devices, which have no such mode."""
+    import traceback
+    import warnings
+
+    if device.type != "cuda":
+        return None
+    places: dict[str, int] = {}
+
+    def record(message, category, filename, lineno, file=None, line=None) -> None:
+        if "synchronizing CUDA operation" not in str(message):
+            return
+        stack = [f for f in traceback.extract_stack()[:-1] if f.name != "host_waits"]
+        ours = [f for f in stack if f"{os.sep}smil{os.sep}" in f.filename] or \
+               [f for f in stack if f"{os.sep}benchmarks{os.sep}" in f.filename]
+        frame = ours[-1] if ours else None
+        where = (f"{Path(frame.filename).relative_to(REPO) if frame.filename.startswith(str(REPO)) else frame.filename}"
+                 f":{frame.lineno} {frame.name}") if frame else f"{filename}:{lineno}"
+        places[where] = places.get(where, 0) + 1
+
+    torch.cuda.synchronize(device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return {"count": sum(places.values()),
+            "by_place": dict(sorted(places.items(), key=lambda kv: -kv[1])[:top])}
+
+
 def compile_counters() -> dict[str, Any]:
     """torch.compile's running totals in this process: graphs compiled, graph breaks by reason and
     compiled graphs that CUDA graphs skipped (every graph on a CPU). Differences of two calls
