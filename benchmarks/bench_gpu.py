@@ -38,7 +38,8 @@ waits for it in one step of each kind (``host_waits``: CUDA's sync debug mode, b
     python benchmarks/bench_gpu.py --device cpu --tiny        # smoke test of the script on a CPU
 
 ``benchmarks/gpu_check.sh`` wraps this with a time limit and the environment for the GPU machine.
-Prints a short table last; the full JSON goes to ``--out`` (and to stdout when no ``--out``).
+Prints a short table last (with each variant's launches, host waits and CUDA graph skips); the full
+JSON goes to ``--out`` (and to stdout when no ``--out``).
 """
 
 from __future__ import annotations
@@ -348,8 +349,10 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 def summary_table(report: dict[str, Any]) -> str:
-    lines = ["mode        variant                                       steps/s  images/s  ms/step  overhead  goal  peak MiB",
-             "----------  --------------------------------------------  -------  --------  -------  --------  ----  --------"]
+    lines = ["mode        variant                                       steps/s  images/s  ms/step  overhead  goal  peak MiB"
+             "  launches  waits  cg skips",
+             "----------  --------------------------------------------  -------  --------  -------  --------  ----  --------"
+             "  --------  -----  --------"]
     for r in report["results"]:
         for name, err in r.get("errors", {}).items():
             lines.append(f"{r['mode']:<10}  {name:<44}  FAILED: {err[:90]}")
@@ -358,8 +361,14 @@ def summary_table(report: dict[str, Any]) -> str:
             over = "" if key == "backbone" else f"{x['overhead']:+.1%}"
             goal = "" if key == "backbone" else ("ok" if x["goal_met"] else "MISS")
             mem = x.get("memory", {}).get("peak_mib", "")
+            n = x.get("launches", {})
+            launches = f"{n['eager_ops']}+{n['graph_calls']}" if n else ""
+            hw = x.get("host_waits")  # on a GPU; else the census's reads (the CPU AdamW's included)
+            waits = hw["count"] if hw else n.get("eager_syncs", "")
+            skips = x.get("compiled", {}).get("cudagraph_skips", "")
             lines.append(f"{r['mode']:<10}  {key:<44}  {x['steps_per_s']:>7.2f}  {x['images_per_s']:>8.1f}  "
-                         f"{x['ms_per_step']:>7.1f}  {over:>8}  {goal:>4}  {mem!s:>8}")
+                         f"{x['ms_per_step']:>7.1f}  {over:>8}  {goal:>4}  {mem!s:>8}  {launches:>8}  {waits!s:>5}  "
+                         f"{skips!s:>8}")
         if "loader_images_per_s" in r:
             lines.append(f"{r['mode']:<10}  {'DataLoader alone':<44}  {'':>7}  {r['loader_images_per_s']:>8.1f}  "
                          f"({r['loader_workers']} workers)")
