@@ -792,13 +792,11 @@ def _traced_for_every_chunk(compiled: Any) -> Any:
     import torch._dynamo.config as dynamo_config
     import torch.fx.experimental._config as shape_config
 
-    settings: dict[str, Any] = {}
-    if hasattr(dynamo_config, "specialize_float"):
-        settings["specialize_float"] = True
+    floats = {"specialize_float": True} if hasattr(dynamo_config, "specialize_float") else {}
     duck = {"use_duck_shape": False} if hasattr(shape_config, "use_duck_shape") else {}
 
     def call(*args: Any) -> Any:
-        with dynamo_config.patch(**settings), shape_config.patch(**duck):
+        with dynamo_config.patch(**floats), shape_config.patch(**duck):
             return compiled(*args)
 
     return call
