@@ -372,12 +372,20 @@ def test_compiled_graphs_make_no_host_tensors_for_a_model_on_another_device(
     trainer.setup()
     batch = trainer.prepare(next(iter(trainer.loader)))
     model, loss = trainer.model, trainer.loss
-    captured = {}
-    model._decode = lambda *args: captured.setdefault("args", args) and model.decode(*args)
+    decode_inputs: list = []
+
+    def record_inputs(*args):
+        decode_inputs.extend(args)
+        return model.decode(*args)
+
+    def meta(x):
+        if isinstance(x, dict):
+            return {k: meta(v) for k, v in x.items()}
+        return x.detach().to("meta").requires_grad_(x.requires_grad) if torch.is_tensor(x) else x
+
+    model._decode = record_inputs
     run_model(model, batch, mode)  # the inputs decode gets on the CPU
-    meta = lambda x: x.detach().to("meta").requires_grad_(x.requires_grad) if torch.is_tensor(x) else (  # noqa: E731
-        {k: meta(v) for k, v in x.items()} if isinstance(x, dict) else x)
-    args, batch = [meta(a) for a in captured["args"]], meta(batch)
+    args, batch = [meta(a) for a in decode_inputs], meta(batch)
     model.to("meta"), loss.to("meta")
     torch._dynamo.reset()
     pred = as_float32(torch.compile(model.decode, backend=backend)(*args))

@@ -758,7 +758,7 @@ class _RawChunk(NamedTuple):
         )
 
     def geometry(self, scale: float) -> tuple[_Geometry, _Tiles]:
-        W = self.grid[4]
+        W = self.grid[4]  # the image width (see _Grid.chunk)
         geo = _Geometry(self.tri, self.origin, self.extent, self.batch, W, self.HW, scale)
         return geo, geo.tiles(self.grid)
 
