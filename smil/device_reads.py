@@ -5,7 +5,7 @@ One place for this judgement, used by the step benchmarks' operator census
 (``benchmarks/bench_train.py``) and by the tests that keep reads out of the training step. It is made
 per ATen call at the dispatcher, so it works on a CPU, where these calls are ordinary operators (and
 copies never block). Reads that a kernel makes inside itself are not seen: on a GPU cuSOLVER-backed
-kernels such as ``linalg.eigh`` and ``linalg.svd`` check their error codes that way.
+kernels such as ``linalg.svd`` (the Procrustes alignment) check their error codes that way.
 """
 
 from __future__ import annotations

@@ -14,25 +14,25 @@ from smil.errors import ShapeMismatchError
 __all__ = ["reprojection_error", "triangulate_dlt"]
 
 
+def _adjugate(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adjugate ``(..., 3, 3)`` and determinant ``(...)`` of ``3 × 3`` matrices, in closed form: with
+    rows ``m0, m1, m2`` the adjugate's columns are ``m1×m2, m2×m0, m0×m1`` (``M⁻¹ = adj / det``)."""
+    m0, m1, m2 = M[..., 0, :], M[..., 1, :], M[..., 2, :]
+    adj = torch.stack(
+        [torch.linalg.cross(m1, m2, dim=-1), torch.linalg.cross(m2, m0, dim=-1), torch.linalg.cross(m0, m1, dim=-1)],
+        -1,
+    )
+    return adj, (m0 * adj[..., :, 0]).sum(-1)
+
+
 def _conditioning(P: torch.Tensor, valid_view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """World normalisation from the camera centres: centroid ``c`` (..., 3) and scale ``s`` (...).
 
     Triangulating in coordinates ``X' = (X − c) / s`` keeps the 4 columns of the DLT system on a
     similar scale, which matters in float32 when the world unit is small (e.g. millimetres).
     """
-    M = P[..., :3]
-    # Camera centre C solves M·C = −p4. Closed-form 3×3 inverse (rows m0, m1, m2):
-    # M⁻¹ = [m1×m2, m2×m0, m0×m1] / det as columns. A singular M (affine camera) is skipped.
-    m0, m1, m2 = M[..., 0, :], M[..., 1, :], M[..., 2, :]
-    cols = torch.stack(
-        [
-            torch.linalg.cross(m1, m2, dim=-1),
-            torch.linalg.cross(m2, m0, dim=-1),
-            torch.linalg.cross(m0, m1, dim=-1),
-        ],
-        -1,
-    )
-    det = (m0 * cols[..., :, 0]).sum(-1)
+    # Camera centre C solves M·C = −p4 (M = P[:, :3]). A singular M (affine camera) is skipped.
+    cols, det = _adjugate(P[..., :3])
     det_ok = det.abs() > torch.finfo(P.dtype).tiny
     det_safe = torch.where(det_ok, det, torch.ones_like(det))
     C = -(cols @ P[..., 3:])[..., 0] / det_safe[..., None]
@@ -65,14 +65,18 @@ def triangulate_dlt(
     Returns:
         ``(..., N, 3)`` world points. A point with fewer than two usable observations (finite,
         weight > 0, view not masked) is ``NaN``, with zero gradient; so is a point its views do not
-        determine (all usable views share one camera centre, so their rays coincide).
+        determine (all usable views share one camera centre, so their rays coincide, or the rays
+        are so close to parallel that the point recedes to infinity).
 
     Method: for each usable view the rows ``x·p3 − p1`` and ``y·p3 − p2`` are scaled by
-    ``1/‖p3[:3]‖`` (so a row's residual is depth × pixel error) and by the weight, in world
-    coordinates normalised by the camera centres' centroid and spread. The homogeneous solution is
-    the eigenvector of the smallest eigenvalue of the symmetric ``4 × 4`` matrix ``AᵀA``
-    (``torch.linalg.eigh``), which is differentiable with finite gradients whenever the solution
-    is unique (the two smallest eigenvalues differ).
+    ``1/‖p3[:3]‖`` (so a row's residual at ``[X; 1]`` is depth × pixel error) and by the weight, in
+    world coordinates normalised by the camera centres' centroid and spread. The point minimises the
+    sum of the squared residuals ``‖A [X; 1]‖²`` (the inhomogeneous linear method): the
+    depth-weighted reprojection error, solved in closed form from ``AᵀA``. The homogeneous variant
+    (the smallest eigenvector of ``AᵀA``, as ``cv2.triangulatePoints``) minimises the same sum over
+    ``‖[X; 1]‖²`` and differs from it only at the relative order of that residual. No solver is
+    called, so the host never waits for a GPU and the whole function compiles into one graph.
+    Differentiable, with finite gradients wherever the point is determined.
     """
     if points2d.ndim < 3 or points2d.shape[-1] != 2:
         raise ShapeMismatchError(f"points2d: expected shape (..., V, N, 2), got {tuple(points2d.shape)}")
@@ -124,41 +128,36 @@ def triangulate_dlt(
     A = torch.stack([r1, r2], -2) * w[..., None, None]  # (..., V, N, 2, 4)
     A = A.movedim(-4, -3).reshape(*A.shape[:-4], N, 2 * V, 4)  # (..., N, 2V, 4)
     AtA = A.transpose(-1, -2) @ A
-    # Scale-free: normalise so eigenvalue gaps are comparable across points.
+    # Scale-free: trace 1, so the test of whether the views determine a point is relative.
     AtA = AtA / AtA.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None].clamp_min(torch.finfo(dtype).tiny)
 
     enough = usable.sum(-2) >= 2  # (..., N)
-    # diag(2, 3, 4, 1), made on the device: a tensor built from a list would be copied from the host,
-    # which waits for every queued kernel on a GPU.
-    fallback = torch.diag(torch.arange(1, 5, dtype=dtype, device=device).remainder_(4).add_(1))
-    AtA = torch.where(enough[..., None, None], AtA, fallback)
-    eager = torch.compiler.is_compiling() and not COMPILED_GRAPHS_KEEP_OUT_EIGH
-    h, determined = (_null_vector_eagerly if eager else _null_vector)(AtA, fallback, enough)  # (..., N, 4)
-    Xn = h[..., :3] / h[..., 3:4]
+    Xn, determined = _least_squares_point(AtA, enough)
     X = s[..., None, None] * Xn + c[..., None, :]
     return torch.where(determined[..., None], X, torch.full_like(X, float("nan")))
 
 
-def _null_vector(AtA: torch.Tensor, fallback: torch.Tensor, enough: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The eigenvector ``(..., N, 4)`` of each system's smallest eigenvalue, and whether the views
-    determine it ``(..., N)``.
+def _least_squares_point(AtA: torch.Tensor, enough: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The point ``X`` (..., N, 3) minimising ``‖A [X; 1]‖²``, and whether the views determine it (..., N).
 
-    A point whose two smallest eigenvalues (nearly) coincide is not determined by its views
-    (coincident cameras, parallel rays); the eigenvector gradient ~ 1/(λ1 − λ0) would be inf/NaN.
-    This is decided without autograd, then only the well-posed systems are solved with gradients
-    (the others solve ``fallback``)."""
+    With ``AtA = [[B, b], [bᵀ, m]]`` the normal equations are ``B X = −b``, solved by the adjugate
+    of the symmetric ``3 × 3`` block ``B`` (its columns are cross products of its rows): elementwise
+    arithmetic only, so it fuses into a compiled graph, is captured by CUDA graphs, and never makes
+    the host wait for a GPU (a solver such as ``torch.linalg.eigh`` reads its error code back).
+
+    The views do not determine the point when ``B`` is (nearly) singular: coincident camera centres,
+    or rays so close to parallel that the point recedes to infinity. ``det(B) / tr(adj B)`` lies
+    between a third of ``B``'s smallest eigenvalue and that eigenvalue, and decides it, without
+    autograd; ``AtA`` has trace 1, so the threshold is relative. Undetermined points divide by 1
+    instead, so their (unused) gradients stay finite.
+    """
+    b = AtA[..., :3, 3]
+    adj, det = _adjugate(AtA[..., :3, :3])
     with torch.no_grad():
-        lam = torch.linalg.eigvalsh(AtA)
-        determined = enough & ((lam[..., 1] - lam[..., 0]) > 10 * torch.finfo(AtA.dtype).eps)
-    _, vecs = torch.linalg.eigh(torch.where(determined[..., None, None], AtA, fallback))
-    return vecs[..., :, 0], determined
-
-
-#: cuSOLVER's symmetric eigen-solver reads its error code back from the device, which a CUDA graph cannot
-#: capture (pytorch/pytorch#188355). From torch 2.14.1 inductor keeps it out of the graphs it captures
-#: (``optim.compile`` reduce-overhead); with an older torch a compiled caller solves eagerly, between graphs.
-COMPILED_GRAPHS_KEEP_OUT_EIGH = torch.__version__ >= "2.14.1"
-_null_vector_eagerly = torch.compiler.disable(_null_vector)
+        smallest = det / adj.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(torch.finfo(AtA.dtype).tiny)
+        determined = enough & (smallest > 10 * torch.finfo(AtA.dtype).eps)
+    det = torch.where(determined, det, torch.ones_like(det))
+    return -(adj @ b[..., None])[..., 0] / det[..., None], determined
 
 
 def reprojection_error(X: torch.Tensor, points2d: torch.Tensor, P: torch.Tensor) -> torch.Tensor:

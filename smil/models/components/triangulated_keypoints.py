@@ -5,7 +5,7 @@ coordinates by linear triangulation (:func:`smil.geometry.triangulation.triangul
 head then reads the joints' 3D layout — from which the world-frame heading, placement and size of
 the animal are simple geometry — instead of inferring them from per-view image positions whose
 meaning changes with every crop. The triangulated points are a measurement, not a trained path:
-no gradient flows back through the eigen-solver into the heatmaps (their own loss trains them).
+no gradient flows back through the triangulation into the heatmaps (their own loss trains them).
 
 Features per sample: the points relative to their centroid divided by their RMS spread (shape and
 orientation, about unit size), the centroid and the log spread relative to the rig (camera centres'
