@@ -135,6 +135,11 @@ class LossConfig:
     )
     silhouette_size: int = field(default=64, metadata=_meta("resolution of the rendered silhouette"))
     silhouette_sigma: float = field(default=1.0, metadata=_meta("soft edge width σ in squared pixels (coverage = sigmoid(−d²/σ))"))
+    silhouette_backface_culling: bool = field(
+        default=False,
+        metadata=_meta("draw only the faces turned towards the camera: about half the rendering work, "
+                       "for closed meshes (docs/rendering.md#back-face-culling)"),
+    )
 
 
 @dataclass

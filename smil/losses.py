@@ -219,6 +219,7 @@ def predicted_fov(pred: dict[str, torch.Tensor]) -> torch.Tensor:
 def silhouette_loss(
     vertices: torch.Tensor, faces: torch.Tensor, K, R, t, masks: torch.Tensor, has_mask: torch.Tensor,
     render_size: int, sigma: float, compile_options: dict[str, Any] | None = None,
+    backface_culling: bool = False,
 ) -> torch.Tensor:
     """Mean squared difference between the soft silhouette and the ground-truth mask, per view.
 
@@ -226,7 +227,7 @@ def silhouette_loss(
     ``masks (B,V,H,W)``; ``has_mask (B,V)``: the views compared. Every view is drawn in one call,
     those without a mask with no faces and no gradient, so nothing depends on how many there are
     (no host-device synchronisation); the result is the mean over the compared views' pixels.
-    ``compile_options``: the renderer's (:func:`smil.render.soft.soft_silhouette`).
+    ``compile_options`` and ``backface_culling``: the renderer's (:func:`smil.render.soft.soft_silhouette`).
     """
     from smil.render.soft import soft_silhouette
 
@@ -236,6 +237,7 @@ def silhouette_loss(
     sil = soft_silhouette(
         verts, faces, K.reshape(-1, 3, 3), R.reshape(-1, 3, 3), t.reshape(-1, 3), (render_size, render_size),
         sigma=sigma, image_mask=draw, check_faces=False, compile_options=compile_options,
+        backface_culling=backface_culling,
     )
     target = masks.reshape(B * V, *masks.shape[2:]).to(sil.dtype)
     if target.shape[-1] != render_size:
@@ -293,6 +295,7 @@ class LossSettings:
     body_unit: float  # a typical body size in world units: normalises 3D errors
     silhouette_size: int = 64
     silhouette_sigma: float = 1.0
+    silhouette_backface_culling: bool = False
 
 
 #: Terms evaluated on the final IEF estimate only (not on the intermediate ones).
@@ -446,7 +449,7 @@ class SmilLoss(torch.nn.Module):
             final["silhouette"] = silhouette_loss(
                 verts, self.body_model.faces, K[-1], R[-1], t[-1], batch["mask"],
                 batch["has_mask"].bool() & view_mask, self.s.silhouette_size, self.s.silhouette_sigma,
-                self.render_compile_options(),
+                self.render_compile_options(), self.s.silhouette_backface_culling,
             )
         if "triangulation" in active and view_mask.shape[1] > 1:
             final["triangulation"] = triangulation_loss(

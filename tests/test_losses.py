@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from smil.body.model import SMILModel
 from smil.errors import ConfigError
 from smil.geometry.camera import project
 from smil.geometry.rotations import axis_angle_to_matrix, matrix_to_rot6d
-from smil.losses import LossSettings, SmilLoss, curriculum_weights, joint_weights
+from smil.losses import LossSettings, SmilLoss, body_forward, curriculum_weights, joint_weights
 from smil.render.soft import soft_silhouette
 
 S = 64  # network image size
@@ -244,6 +245,24 @@ def test_silhouette_compares_only_views_with_masks(body: SMILModel) -> None:
     value.backward()
     assert float(value.detach()) > 1e-6
     assert all(torch.isfinite(v.grad).all() for v in leaves.values() if v.grad is not None)
+
+
+def test_silhouette_backface_culling_draws_only_the_faces_turned_to_the_camera(body: SMILModel) -> None:
+    """``loss.silhouette_backface_culling``: the term compares the mask with the silhouette of the
+    front faces alone. The masks here are drawn from all faces, so the culled term is no longer 0
+    at the ground truth, and equals the mean squared difference from a culled drawing."""
+    pred, batch, extent = ground_truth(body, B=1)
+    everything = make_loss(body, "silhouette", extent)
+    culled = SmilLoss(body, replace(everything.s, silhouette_backface_culling=True))
+    assert float(everything(pred, batch)[0]) < 1e-12
+    B, V = batch["has_mask"].shape
+    verts = body_forward(body, pred).vertices
+    front = soft_silhouette(verts.unsqueeze(1).expand(B, V, -1, -1).reshape(B * V, -1, 3), body.faces,
+                            batch["K"].reshape(-1, 3, 3), batch["R"].reshape(-1, 3, 3), batch["t"].reshape(-1, 3),
+                            (S, S), backface_culling=True)
+    expected = (front - batch["mask"].reshape(B * V, S, S)).square().mean()
+    assert float(expected) > 1e-6
+    torch.testing.assert_close(culled(pred, batch)[0], expected)
 
 
 def test_compiled_terms_compile_the_renderers_chunks_without_cuda_graphs(body: SMILModel) -> None:

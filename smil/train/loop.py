@@ -220,6 +220,7 @@ class Trainer:
             body_unit=self.unit,
             silhouette_size=cfg.loss.silhouette_size,
             silhouette_sigma=cfg.loss.silhouette_sigma,
+            silhouette_backface_culling=cfg.loss.silhouette_backface_culling,
         )
         self.loss = SmilLoss(self.body, settings).to(self.device)
         if cfg.optim.compile != "off":
