@@ -317,7 +317,8 @@ def test_compiled_chunks_draw_the_same_image_and_gradient_with_one_graph_for_eve
     assert len(graphs) == first  # no recompilation for other chunk shapes
 
 
-def test_a_compiled_caller_traces_the_renderer_up_to_its_plan(stick) -> None:
+@pytest.mark.parametrize("backface_culling", [False, True])
+def test_a_compiled_caller_traces_the_renderer_up_to_its_plan(stick, backface_culling) -> None:
     """Projection, culling and the tile census (shapes known in advance) become a graph of their own;
     only the planning read and what follows it run untraced. Same image and gradient."""
     verts, faces = stick
@@ -325,7 +326,8 @@ def test_a_compiled_caller_traces_the_renderer_up_to_its_plan(stick) -> None:
     weight = torch.linspace(0, 1, 64, dtype=F64)
 
     def loss(v: torch.Tensor, draw: torch.Tensor) -> torch.Tensor:
-        sil = soft_silhouette(v * 1.0, faces, K, R, t, (64, 64), image_mask=draw, check_faces=False)
+        sil = soft_silhouette(v * 1.0, faces, K, R, t, (64, 64), image_mask=draw, check_faces=False,
+                              backface_culling=backface_culling)
         return (sil * weight).sum()
 
     vv, draw = torch.stack([verts, verts * 1.1]), torch.tensor([True, False])
